@@ -1,0 +1,49 @@
+"""``python -m accelvit`` / ``accelvit``: the same pipeline, headless.
+
+Every module in ``accelvit.commands`` that defines ``register(subparsers)`` adds one
+subcommand; ``register`` adds a parser and sets ``func`` to a callable taking the parsed
+args and returning an exit code. Errors of the accelvit family print their message and
+exit with status 2; nothing prints a traceback at a user for a bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import pkgutil
+import sys
+
+from . import commands
+from .errors import AccelvitError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="accelvit", description="Prune Swin transformers and measure what it costs.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--home", default=None,
+                        help="run store folder (default: $ACCELVIT_HOME or ./runs)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        if hasattr(module, "register"):
+            module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.home:
+        os.environ["ACCELVIT_HOME"] = args.home
+    try:
+        return int(args.func(args) or 0)
+    except AccelvitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

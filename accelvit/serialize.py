@@ -1,0 +1,149 @@
+"""Save and load models: safetensors weights plus a JSON spec; never a pickle.
+
+A saved model is a directory::
+
+    DIR/model.safetensors   every tensor of the state dict
+    DIR/accelvit.json       {"format": "accelvit-model", "version": 1, "model": ModelSpec,
+                             "structure": what pruning changed, "class_names": [...], "meta": {...}}
+
+``load`` rebuilds the unpruned architecture from the spec, re-applies the structure
+(heads kept, MLP widths, low-rank factors) so every shape matches, then loads the weights
+strictly. Anything that is not ours, truncated or inconsistent raises CheckpointError.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import CheckpointError
+from .models import ModelSpec, build_from_spec, spec_of
+
+log = logging.getLogger(__name__)
+
+FORMAT = "accelvit-model"
+VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+SPEC_FILE = "accelvit.json"
+
+
+def describe_structure(model: torch.nn.Module) -> dict[str, Any]:
+    """What pruning changed, in JSON form (see accelvit.prune.structure)."""
+    from .prune.structure import describe_structure as _describe
+
+    return _describe(model)
+
+
+def apply_structure(model: torch.nn.Module, structure: dict[str, Any]) -> None:
+    from .prune.structure import apply_structure as _apply
+
+    _apply(model, structure)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file via a temp file in the same folder + rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(Path(path), json.dumps(obj, indent=2, sort_keys=False, default=str).encode())
+
+
+def save(model: torch.nn.Module, path: str | Path, class_names: list[str] | None = None,
+         meta: dict[str, Any] | None = None) -> Path:
+    """Save ``model`` (built by accelvit, pruned or not) to directory ``path``."""
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = spec_of(model)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    doc = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": spec.to_dict(),
+        "structure": describe_structure(model),
+        "class_names": list(class_names) if class_names is not None else None,
+        "meta": meta or {},
+    }
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=".model.", suffix=".safetensors.tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata={"format": FORMAT, "version": str(VERSION)})
+        os.replace(tmp, out / WEIGHTS_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    atomic_write_json(out / SPEC_FILE, doc)
+    return out
+
+
+def read_spec(path: str | Path) -> dict[str, Any]:
+    """Read and validate ``accelvit.json`` of a saved model directory."""
+    p = Path(path)
+    spec_path = p / SPEC_FILE if p.is_dir() else p
+    if not spec_path.exists():
+        raise CheckpointError(
+            f"{p} is not an accelvit model: {SPEC_FILE} is missing. Expected a directory written by "
+            "accelvit.save (model.safetensors + accelvit.json).")
+    try:
+        doc = json.loads(spec_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{spec_path} is not valid JSON ({exc}); the file is damaged.") from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise CheckpointError(f"{spec_path} is not an accelvit model spec (format field is not {FORMAT!r}).")
+    if int(doc.get("version", -1)) > VERSION:
+        raise CheckpointError(f"{spec_path} was written by a newer accelvit (version {doc.get('version')}); "
+                              f"this one reads version {VERSION}. Upgrade accelvit.")
+    if "model" not in doc:
+        raise CheckpointError(f"{spec_path} has no model section.")
+    return doc
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild a saved model exactly. Returns ``(model in eval mode, spec document)``."""
+    p = Path(path)
+    doc = read_spec(p)
+    weights = p / WEIGHTS_FILE
+    if not weights.exists():
+        raise CheckpointError(f"{p} has a spec but no {WEIGHTS_FILE}; the save was incomplete.")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights} is not a readable safetensors file ({exc}); it is truncated or "
+                              "damaged. Save the model again.") from exc
+    try:
+        spec = ModelSpec.from_dict(doc["model"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"The model section of {p / SPEC_FILE} is incomplete ({exc}).") from exc
+    model = build_from_spec(spec)
+    apply_structure(model, doc.get("structure") or {})
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        detail = "; ".join(x for x in (
+            f"missing {missing[:3]}" if missing else "",
+            f"unexpected {unexpected[:3]}" if unexpected else "",
+            f"shape mismatch {[(k, tuple(state[k].shape), tuple(own[k].shape)) for k in wrong[:3]]}" if wrong else "",
+        ) if x)
+        raise CheckpointError(f"The weights in {weights} do not match the architecture in {SPEC_FILE}: {detail}.")
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval(), doc

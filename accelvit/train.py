@@ -1,0 +1,309 @@
+"""One training loop for baseline training and finetuning, and one evaluation loop.
+
+``fit`` runs AdamW with a warmup + cosine (or constant) learning-rate schedule, label
+smoothing, gradient clipping and bf16 autocast on CUDA. It is seeded and reproducible on
+the CPU, checks a cancel token every step, reports progress through a callback, and calls
+per-step hooks (IHT plugs in there) after every optimizer step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from .errors import ConfigError
+from .utils import CancelToken, check_cancel, resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
+
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one ``fit``.
+
+    Args:
+        epochs: passes over the training loader (0 is allowed and does nothing).
+        lr: peak learning rate of AdamW.
+        weight_decay: AdamW weight decay (not applied to biases, norms, position tables).
+        warmup_frac: fraction of all steps spent ramping the lr linearly from ~0 to ``lr``.
+        schedule: ``cosine`` (decay to ``min_lr_ratio * lr``) or ``constant`` after warmup.
+        min_lr_ratio: final lr as a fraction of ``lr`` for the cosine schedule.
+        label_smoothing: cross-entropy label smoothing.
+        grad_clip: max gradient norm; 0 or None disables clipping.
+        amp: bf16 autocast on CUDA (ignored on other devices).
+        device: ``auto`` (cuda, then mps, then cpu), or a torch device string.
+        seed: seeds weights-independent randomness (shuffling, augmentation, dropout).
+        max_steps: stop after this many optimizer steps in total (None: no limit).
+    """
+
+    epochs: int = 10
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_frac: float = 0.1
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.01
+    label_smoothing: float = 0.1
+    grad_clip: float | None = 1.0
+    amp: bool = True
+    device: str = "auto"
+    seed: int = 0
+    max_steps: int | None = None
+
+    def validate(self) -> "TrainConfig":
+        if not isinstance(self.epochs, int) or self.epochs < 0:
+            raise ConfigError("epochs", f"must be a whole number >= 0, got {self.epochs!r}.")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError("lr", f"must be a positive number, got {self.lr!r}.")
+        if self.weight_decay < 0:
+            raise ConfigError("weight_decay", f"must be >= 0, got {self.weight_decay!r}.")
+        if not 0 <= self.warmup_frac < 1:
+            raise ConfigError("warmup_frac", f"must be in [0, 1), got {self.warmup_frac!r}.")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError("schedule", f"unknown schedule {self.schedule!r}; use one of {SCHEDULES}.")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError("min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio!r}.")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError("label_smoothing", f"must be in [0, 1), got {self.label_smoothing!r}.")
+        if self.grad_clip is not None and self.grad_clip < 0:
+            raise ConfigError("grad_clip", f"must be >= 0 or None, got {self.grad_clip!r}.")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError("max_steps", f"must be >= 1 or None, got {self.max_steps!r}.")
+        resolve_device(self.device)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TrainHook:
+    """Base class of per-step hooks. Override what you need; every method is optional.
+
+    ``on_fit_start`` is called once before the first step with the optimizer and the total
+    number of optimizer steps; ``on_after_step`` after every ``optimizer.step()`` with the
+    1-based global step; ``on_fit_end`` once after the last step (also when cancelled).
+    """
+
+    def on_fit_start(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, total_steps: int) -> None:
+        pass
+
+    def on_after_step(self, model: torch.nn.Module, step: int) -> None:
+        pass
+
+    def on_fit_end(self, model: torch.nn.Module) -> None:
+        pass
+
+
+@dataclass
+class TrainProgress:
+    """One progress report of ``fit`` (sent every ``progress_every`` steps and at epoch ends)."""
+
+    epoch: int            # 1-based
+    epochs: int
+    step: int             # 1-based step within the epoch
+    steps_per_epoch: int
+    global_step: int
+    total_steps: int
+    loss: float           # running mean over the epoch so far
+    lr: float
+    accuracy: float       # running top-1 on training batches this epoch
+    images_per_s: float
+    elapsed_s: float
+    epoch_end: bool = False
+    val_top1: float | None = None
+
+    @property
+    def fraction(self) -> float:
+        return self.global_step / max(1, self.total_steps)
+
+
+@dataclass
+class FitResult:
+    epochs: int
+    steps: int
+    train_seconds: float
+    images_per_s: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class EvalResult:
+    top1: float
+    top5: float
+    loss: float
+    n: int
+    per_class: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim <= 1 or name.endswith(".bias") or "relative_position_bias_table" in name or "pos_embed" in name:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_factor(step: int, total_steps: int, warmup_frac: float, schedule: str, min_lr_ratio: float) -> float:
+    """Multiplier of the peak lr at 0-based ``step`` of ``total_steps``."""
+    warmup = int(round(warmup_frac * total_steps))
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    span = max(1, total_steps - warmup)
+    progress = min(1.0, (step - warmup) / span)
+    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _autocast(device: torch.device, amp: bool):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+
+
+def fit(model: torch.nn.Module, train_loader: DataLoader, config: TrainConfig, *,
+        val_loader: DataLoader | None = None, hooks: Sequence[TrainHook] = (),
+        progress: Callable[[TrainProgress], None] | None = None, cancel: CancelToken | None = None,
+        progress_every: int = 10) -> FitResult:
+    """Train ``model`` in place. Raises :class:`~accelvit.errors.Cancelled` within one step of a cancel.
+
+    The model is left on the configured device. Reproducible on the CPU for a given seed when
+    the loader is seeded (``accelvit.data`` loaders are).
+    """
+    config.validate()
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    model.to(device)
+    steps_per_epoch = len(train_loader)
+    total_steps = steps_per_epoch * config.epochs
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    result = FitResult(epochs=0, steps=0, train_seconds=0.0, images_per_s=0.0)
+    if total_steps == 0:
+        return result
+    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.999))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total_steps, config.warmup_frac, config.schedule, config.min_lr_ratio))
+    for h in hooks:
+        h.on_fit_start(model, optimizer, total_steps)
+    start = time.perf_counter()
+    images = 0
+    global_step = 0
+    try:
+        for epoch in range(1, config.epochs + 1):
+            model.train()
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            seen = 0
+            for step, (x, y) in enumerate(train_loader, start=1):
+                check_cancel(cancel, f"training epoch {epoch}, step {step}")
+                x = x.to(device, non_blocking=True)
+                y = y.to(device, non_blocking=True)
+                with _autocast(device, config.amp):
+                    logits = model(x)
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                global_step += 1
+                for h in hooks:
+                    h.on_after_step(model, global_step)
+                bs = y.shape[0]
+                loss_sum += loss.detach() * bs
+                correct += (logits.detach().argmax(1) == y).sum()
+                seen += bs
+                images += bs
+                last = step == steps_per_epoch or global_step == total_steps
+                if progress is not None and (step % progress_every == 0 or last):
+                    elapsed = time.perf_counter() - start
+                    progress(TrainProgress(
+                        epoch=epoch, epochs=config.epochs, step=step, steps_per_epoch=steps_per_epoch,
+                        global_step=global_step, total_steps=total_steps, loss=float(loss_sum) / seen,
+                        lr=optimizer.param_groups[0]["lr"], accuracy=float(correct) / seen,
+                        images_per_s=images / max(elapsed, 1e-9), elapsed_s=elapsed))
+                if global_step >= total_steps:
+                    break
+            record: dict[str, Any] = {"epoch": epoch, "train_loss": float(loss_sum) / max(seen, 1),
+                                      "train_acc": float(correct) / max(seen, 1),
+                                      "lr": optimizer.param_groups[0]["lr"],
+                                      "seconds": time.perf_counter() - start}
+            if val_loader is not None:
+                ev = evaluate(model, val_loader, device=device, amp=config.amp, cancel=cancel)
+                record.update(val_top1=ev.top1, val_top5=ev.top5, val_loss=ev.loss)
+            result.history.append(record)
+            result.epochs = epoch
+            if progress is not None:
+                elapsed = time.perf_counter() - start
+                progress(TrainProgress(
+                    epoch=epoch, epochs=config.epochs, step=steps_per_epoch, steps_per_epoch=steps_per_epoch,
+                    global_step=global_step, total_steps=total_steps, loss=record["train_loss"],
+                    lr=record["lr"], accuracy=record["train_acc"], images_per_s=images / max(elapsed, 1e-9),
+                    elapsed_s=elapsed, epoch_end=True, val_top1=record.get("val_top1")))
+            if global_step >= total_steps:
+                break
+    finally:
+        for h in hooks:
+            h.on_fit_end(model)
+        result.steps = global_step
+        result.train_seconds = time.perf_counter() - start
+        result.images_per_s = images / max(result.train_seconds, 1e-9)
+    model.eval()
+    return result
+
+
+@torch.inference_mode()
+def predict_logits(model: torch.nn.Module, loader: Iterable, device: str | torch.device = "auto",
+                   amp: bool = True, cancel: CancelToken | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """All logits (float32, CPU) and labels of a loader."""
+    dev = resolve_device(device)
+    model.to(dev).eval()
+    outs, labels = [], []
+    for x, y in loader:
+        check_cancel(cancel, "evaluation")
+        with _autocast(dev, amp):
+            outs.append(model(x.to(dev, non_blocking=True)).float().cpu())
+        labels.append(y.cpu())
+    if not outs:
+        return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
+    return torch.cat(outs), torch.cat(labels)
+
+
+def evaluate(model: torch.nn.Module, loader: Iterable, device: str | torch.device = "auto",
+             num_classes: int | None = None, amp: bool = True, cancel: CancelToken | None = None) -> EvalResult:
+    """Top-1 / top-5 accuracy (fractions in [0, 1]), mean cross-entropy and per-class accuracy."""
+    was_training = model.training
+    logits, y = predict_logits(model, loader, device=device, amp=amp, cancel=cancel)
+    if was_training:
+        model.train()
+    n = int(y.numel())
+    if n == 0:
+        return EvalResult(top1=float("nan"), top5=float("nan"), loss=float("nan"), n=0, per_class=[])
+    c = logits.shape[1]
+    k = min(5, c)
+    topk = logits.topk(k, dim=1).indices
+    top1 = float((topk[:, 0] == y).float().mean())
+    top5 = float((topk == y[:, None]).any(1).float().mean())
+    loss = float(F.cross_entropy(logits, y))
+    num_classes = num_classes or c
+    per_class = []
+    pred = topk[:, 0]
+    for cls in range(num_classes):
+        sel = y == cls
+        per_class.append(float((pred[sel] == cls).float().mean()) if sel.any() else float("nan"))
+    return EvalResult(top1=top1, top5=top5, loss=loss, n=n, per_class=per_class)
