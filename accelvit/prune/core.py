@@ -1,0 +1,189 @@
+"""``prune``: heads -> MLP width -> SVD in one call, with a per-layer report."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn as nn
+
+from ..errors import ConfigError
+from ..utils import CancelToken, check_cancel
+from .common import (Calibration, count_nonzero, count_params, linear_layers, mlps, model_device, num_stages,
+                     select_keep, set_submodule, stage_of, window_attentions)
+from .config import PruneConfig
+from .heads import head_dim, head_scores, original_head_index, remove_heads, select_heads
+from .lowrank import choose_rank, collect_input_moments, factorize, svd_of
+from .mlp import hidden_width, mlp_scores, prune_mlp
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PruneProgress:
+    """One progress report of ``prune``."""
+
+    stage: str            # "heads" | "mlp" | "svd" | "done"
+    done: int
+    total: int
+    message: str = ""
+
+    @property
+    def fraction(self) -> float:
+        return self.done / max(1, self.total)
+
+
+@dataclass
+class PruneReport:
+    """What ``prune`` changed. ``layers`` has one entry per touched attention / MLP / linear."""
+
+    config: dict[str, Any]
+    params_before: int
+    params_after: int
+    nonzero_before: int
+    nonzero_after: int
+    heads_before: int
+    heads_after: int
+    mlp_hidden_before: int
+    mlp_hidden_after: int
+    lowrank_layers: int
+    seconds: float
+    layers: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["param_reduction"] = 1 - self.params_after / self.params_before if self.params_before else 0.0
+        return d
+
+
+def _total_heads(model: nn.Module) -> int:
+    return sum(a.num_heads for _, a in window_attentions(model))
+
+
+def _total_hidden(model: nn.Module) -> int:
+    return sum(m.fc1.out_features for _, m in mlps(model))
+
+
+def prune(model: nn.Module, config: PruneConfig, calib_loader: Iterable | None = None,
+          progress: Callable[[PruneProgress], None] | None = None,
+          cancel: CancelToken | None = None) -> tuple[nn.Module, PruneReport]:
+    """Prune ``model`` in place: attention heads, then MLP width, then low-rank SVD.
+
+    ``calib_loader`` yields ``(images, labels)``; only the first ``config.calib_batches``
+    batches are used, and only by the ``taylor`` criteria and activation-aware SVD. IHT
+    sparsity is not applied here: attach ``make_iht_hook(model, config)`` to the finetune.
+    Returns the same model object and a :class:`PruneReport`.
+    """
+    config.validate()
+    if config.needs_calibration and calib_loader is None:
+        raise ConfigError("calib_loader", "the chosen criteria (taylor or activation-aware SVD) need calibration "
+                                          "data; pass a loader or use l1/random criteria.")
+    start = time.perf_counter()
+    calib = Calibration(calib_loader, config.calib_batches, model_device(model), cancel)
+    report = PruneReport(
+        config=config.to_dict(), params_before=count_params(model), params_after=0,
+        nonzero_before=count_nonzero(model), nonzero_after=0, heads_before=_total_heads(model), heads_after=0,
+        mlp_hidden_before=_total_hidden(model), mlp_hidden_after=0, lowrank_layers=0, seconds=0.0)
+
+    def emit(stage: str, done: int, total: int, message: str = "") -> None:
+        if progress is not None:
+            progress(PruneProgress(stage, done, total, message))
+
+    if config.prunes_heads:
+        _prune_heads(model, config, calib, report, emit, cancel)
+    if config.mlp_ratio > 0:
+        _prune_mlp_width(model, config, calib, report, emit, cancel)
+    if config.svd_enabled:
+        _factorize_linears(model, config, calib, report, emit, cancel)
+
+    report.params_after = count_params(model)
+    report.nonzero_after = count_nonzero(model)
+    report.heads_after = _total_heads(model)
+    report.mlp_hidden_after = _total_hidden(model)
+    report.seconds = time.perf_counter() - start
+    emit("done", 1, 1, f"{report.params_before} -> {report.params_after} parameters")
+    log.info("Pruned: %d -> %d parameters, %d -> %d heads, %d low-rank layers (%.1fs).", report.params_before,
+             report.params_after, report.heads_before, report.heads_after, report.lowrank_layers, report.seconds)
+    return model, report
+
+
+def _prune_heads(model, config, calib, report, emit, cancel) -> None:
+    targets = window_attentions(model)
+    if not targets:
+        raise ConfigError("head_ratio", "the model has no Swin WindowAttention layer whose heads could be pruned.")
+    if config.stage_head_ratios is not None and len(config.stage_head_ratios) != num_stages(model):
+        raise ConfigError("stage_head_ratios", f"has {len(config.stage_head_ratios)} entries but the model has "
+                                               f"{num_stages(model)} stages; give one ratio per stage.")
+    check_cancel(cancel, "head importance")
+    emit("heads", 0, len(targets), f"scoring heads ({config.head_criterion})")
+    scores = head_scores(model, config.head_criterion, calib, config.seed, targets)
+    keep = select_heads(scores, config.head_ratio, config.head_ranking, config.stage_head_ratios)
+    for i, (name, attn) in enumerate(targets, start=1):
+        check_cancel(cancel, f"head removal ({name})")
+        before_idx = original_head_index(attn)
+        n_before = attn.num_heads
+        p_before = count_params(attn)
+        remove_heads(attn, keep[name])
+        if attn.num_heads != n_before:
+            report.layers.append({
+                "kind": "heads", "module": name, "stage": stage_of(name), "before": n_before,
+                "after": attn.num_heads, "head_dim": head_dim(attn),
+                "kept": original_head_index(attn),
+                "removed": [h for h in before_idx if h not in set(original_head_index(attn))],
+                "scores": [round(float(s), 6) for s in scores[name]],
+                "params_removed": p_before - count_params(attn)})
+        emit("heads", i, len(targets), name)
+
+
+def _prune_mlp_width(model, config, calib, report, emit, cancel) -> None:
+    targets = mlps(model)
+    if not targets:
+        raise ConfigError("mlp_ratio", "the model has no MLP whose width could be pruned.")
+    check_cancel(cancel, "MLP importance")
+    emit("mlp", 0, len(targets), f"scoring MLP units ({config.mlp_criterion})")
+    scores = mlp_scores(model, config.mlp_criterion, calib, config.seed, targets)
+    keep = select_keep(scores, config.mlp_ratio, config.mlp_ranking)
+    for i, (name, m) in enumerate(targets, start=1):
+        check_cancel(cancel, f"MLP pruning ({name})")
+        before = hidden_width(m)
+        p_before = count_params(m)
+        prune_mlp(m, keep[name])
+        if hidden_width(m) != before:
+            report.layers.append({"kind": "mlp", "module": name, "stage": stage_of(name), "before": before,
+                                  "after": hidden_width(m), "params_removed": p_before - count_params(m)})
+        emit("mlp", i, len(targets), name)
+
+
+def _factorize_linears(model, config, calib, report, emit, cancel) -> None:
+    targets = [(n, m) for n, m in linear_layers(model, config.svd_layers, include_lowrank=False)]
+    if not targets:
+        raise ConfigError("svd_layers", f"no dense linear layer of the kinds {list(config.svd_layers)} was found.")
+    moments: dict[str, torch.Tensor] = {}
+    if config.activation_aware:
+        emit("svd", 0, len(targets), "collecting calibration activations")
+        moments = collect_input_moments(model, [n for n, _ in targets], calib)
+    for i, (name, lin) in enumerate(targets, start=1):
+        check_cancel(cancel, f"SVD ({name})")
+        m, n = lin.out_features, lin.in_features
+        moment = moments.get(name) if config.activation_aware else None
+        if config.activation_aware and moment is None:
+            log.warning("%s saw no calibration input; using plain SVD.", name)
+        fac = svd_of(lin.weight, moment, config.svd_damping)
+        rank = choose_rank(m, n, fac.s, config.rank_ratio, config.energy)
+        entry: dict[str, Any] = {"kind": "lowrank", "module": name, "stage": stage_of(name), "in_features": n,
+                                 "out_features": m, "activation_aware": moment is not None}
+        if rank is None:
+            entry.update(kind="dense", reason="a factorisation at the chosen rank would not cut weights or FLOPs "
+                                              "(r*(m+n) >= m*n), so the layer stays dense")
+        else:
+            low = factorize(lin, rank, fac=fac)
+            set_submodule(model, name, low)
+            s2 = fac.s.double() ** 2
+            entry.update(rank=rank, params_before=lin.weight.numel(), params_after=rank * (m + n),
+                         energy_kept=round(float(s2[:rank].sum() / s2.sum()) if float(s2.sum()) > 0 else 1.0, 6))
+            report.lowrank_layers += 1
+        report.layers.append(entry)
+        emit("svd", i, len(targets), name)
