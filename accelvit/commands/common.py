@@ -1,0 +1,59 @@
+"""Flags and helpers shared by the CLI subcommands (one spelling for every command)."""
+
+from __future__ import annotations
+
+import argparse
+from contextlib import contextmanager
+from typing import Iterator
+
+from tqdm import tqdm
+
+from ..data import DATASETS, DataConfig
+from ..train import TrainProgress
+
+
+def add_data_args(p: argparse.ArgumentParser, dataset_required: bool = False) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", choices=DATASETS, default=None if dataset_required else "digits",
+                   required=dataset_required, help="data set (default: digits, embedded)")
+    g.add_argument("--data-dir", default=None, help="data set folder (cifar10, caltech101, folder)")
+    g.add_argument("--download", action="store_true", help="let torchvision download cifar10/caltech101")
+    g.add_argument("--img-size", type=int, default=None, help="input size (default: the model's)")
+    g.add_argument("--batch-size", type=int, default=64)
+    g.add_argument("--subset", type=int, default=None, help="use at most N training images")
+    g.add_argument("--eval-subset", type=int, default=None, help="use at most N images in val and test")
+    g.add_argument("--no-augment", action="store_true", help="no random crop/flip on the training split")
+    g.add_argument("--num-workers", type=int, default=0)
+
+
+def add_runtime_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def data_config_from_args(args: argparse.Namespace, img_size: int, mean=None, std=None) -> DataConfig:
+    return DataConfig(dataset=args.dataset, root=args.data_dir, img_size=img_size, batch_size=args.batch_size,
+                      subset=args.subset, eval_subset=args.eval_subset, augment=not args.no_augment,
+                      num_workers=args.num_workers, download=args.download, seed=args.seed,
+                      mean=mean, std=std).validate()
+
+
+@contextmanager
+def tqdm_progress(desc: str) -> Iterator:
+    """A progress callback for ``fit`` drawing one tqdm bar over all steps."""
+    bar: tqdm | None = None
+
+    def callback(p: TrainProgress) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=p.total_steps, desc=desc, unit="step", dynamic_ncols=True)
+        bar.n = p.global_step
+        bar.set_postfix(epoch=f"{p.epoch}/{p.epochs}", loss=f"{p.loss:.3f}", acc=f"{p.accuracy:.3f}",
+                        lr=f"{p.lr:.2e}", img_s=f"{p.images_per_s:.0f}", refresh=False)
+        bar.refresh()
+
+    try:
+        yield callback
+    finally:
+        if bar is not None:
+            bar.close()

@@ -1,0 +1,420 @@
+"""Data sets and transforms: digits (embedded), cifar10, caltech101, any image folder.
+
+One entry point, :func:`load_data`, returns train/val/test loaders, class names and the
+input size. Every split is seeded and (where labels allow) stratified, and the split that
+was used is returned so a run can record it.
+
+- ``digits``: scikit-learn's ``load_digits`` (ships with the package, no network): 8x8
+  grey images upsampled to RGB at ``img_size``.
+- ``cifar10``: ``torchvision.datasets.CIFAR10``; the official test split is the test set and
+  validation is carved from the training split. torchvision verifies the files' MD5 sums
+  before it unpickles them, so only the official archive is ever unpickled.
+- ``caltech101``: ``torchvision.datasets.Caltech101`` (category targets, BACKGROUND_Google
+  excluded, grey images converted to RGB) with a seeded stratified split.
+- ``folder``: any ``ImageFolder`` tree; ``train/`` and ``test/`` (or ``val/``) subfolders
+  are used when present, otherwise a seeded stratified split of the whole tree.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision import transforms as T
+
+from .errors import ConfigError, DataError
+from .utils import seed_everything
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("digits", "cifar10", "caltech101", "folder")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+@dataclass
+class DataConfig:
+    """Which data set, and how to split, transform and batch it.
+
+    Args:
+        dataset: ``digits`` | ``cifar10`` | ``caltech101`` | ``folder``.
+        root: folder holding the data (cifar10: the folder containing ``cifar-10-batches-py``;
+            caltech101: the folder containing ``caltech101/101_ObjectCategories``; folder: the
+            ImageFolder tree). Unused for digits.
+        img_size: square input size the model sees.
+        batch_size: training batch size (evaluation uses twice this).
+        val_fraction: fraction held out for validation (of the training split where an
+            official test split exists, else of everything).
+        test_fraction: fraction held out for testing where no test split exists.
+        subset: keep at most this many training images (stratified, seeded); None keeps all.
+        eval_subset: keep at most this many images in each of val and test.
+        augment: random crop (+ flip, except for digits) on the training split.
+        num_workers: DataLoader worker processes.
+        download: let torchvision download cifar10 / caltech101 into ``root`` (needs network).
+        seed: seed of splits, subsets and shuffling.
+        mean, std: normalisation; None uses the model's (see ``accelvit.models``) or ImageNet's.
+    """
+
+    dataset: str = "digits"
+    root: str | None = None
+    img_size: int = 32
+    batch_size: int = 64
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    subset: int | None = None
+    eval_subset: int | None = None
+    augment: bool = True
+    num_workers: int = 0
+    download: bool = False
+    seed: int = 0
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+    def validate(self) -> "DataConfig":
+        if self.dataset not in DATASETS:
+            raise ConfigError("dataset", f"unknown data set {self.dataset!r}; choose one of {', '.join(DATASETS)}.")
+        if self.dataset == "folder" and not self.root:
+            raise ConfigError("root", "the folder data set needs the path of an image folder tree.")
+        if not isinstance(self.img_size, int) or self.img_size < 8:
+            raise ConfigError("img_size", f"must be a whole number >= 8, got {self.img_size!r}.")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError("batch_size", f"must be a whole number >= 1, got {self.batch_size!r}.")
+        for name in ("val_fraction", "test_fraction"):
+            v = getattr(self, name)
+            if not 0 < v < 1:
+                raise ConfigError(name, f"must be between 0 and 1 (exclusive), got {v!r}.")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ConfigError("val_fraction", "val_fraction + test_fraction must leave something to train on.")
+        for name in ("subset", "eval_subset"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ConfigError(name, f"must be a whole number >= 1 or empty, got {v!r}.")
+        if not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise ConfigError("num_workers", f"must be >= 0, got {self.num_workers!r}.")
+        for name in ("mean", "std"):
+            v = getattr(self, name)
+            if v is not None and len(v) != 3:
+                raise ConfigError(name, f"needs three values (R, G, B), got {v!r}.")
+        if self.std is not None and min(self.std) <= 0:
+            raise ConfigError("std", "values must be positive.")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("mean", "std"):
+            if d[k] is not None:
+                d[k] = list(d[k])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DataConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"data.{sorted(unknown)[0]}", "unknown field.")
+        d = dict(d)
+        for k in ("mean", "std"):
+            if d.get(k) is not None:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+
+@dataclass
+class DataBundle:
+    train: DataLoader
+    val: DataLoader
+    test: DataLoader
+    class_names: list[str]
+    input_size: tuple[int, int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    split: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+# ----------------------------------------------------------------------------- transforms
+
+def make_transforms(img_size: int, mean: Sequence[float], std: Sequence[float], train: bool,
+                    flip: bool = True) -> T.Compose:
+    """PIL image -> normalised float tensor. Eval is deterministic; train adds crop/flip."""
+    ops: list[Any] = [T.Lambda(_to_rgb), T.Resize(img_size), T.CenterCrop(img_size)]
+    if train:
+        ops.append(T.RandomCrop(img_size, padding=max(1, img_size // 8), padding_mode="reflect"))
+        if flip:
+            ops.append(T.RandomHorizontalFlip())
+    ops += [T.ToTensor(), T.Normalize(mean, std)]
+    return T.Compose(ops)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+class _Transformed(Dataset):
+    """Applies a transform to items of a base data set (so train/val/test share one base)."""
+
+    def __init__(self, base: Dataset, indices: Sequence[int], transform: Any, targets: Sequence[int]):
+        self.base, self.indices, self.transform = base, list(indices), transform
+        self.targets = [int(targets[i]) for i in self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        img, y = self.base[self.indices[i]]
+        return self.transform(img), int(y)
+
+
+class _TensorImages(Dataset):
+    """Images held as one uint8 tensor [N,3,H,W] (digits), transformed on the fly."""
+
+    def __init__(self, images: torch.Tensor, targets: Sequence[int], indices: Sequence[int],
+                 mean: Sequence[float], std: Sequence[float], train: bool, img_size: int):
+        self.images, self.indices = images, list(indices)
+        self.targets = [int(targets[i]) for i in self.indices]
+        self.mean = torch.tensor(mean).view(3, 1, 1)
+        self.std = torch.tensor(std).view(3, 1, 1)
+        self.crop = T.RandomCrop(img_size, padding=max(1, img_size // 8)) if train else None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        x = self.images[self.indices[i]].float() / 255.0
+        if self.crop is not None:
+            x = self.crop(x)
+        return (x - self.mean) / self.std, self.targets[i]
+
+
+# ----------------------------------------------------------------------------- splitting
+
+def stratified_split(targets: Sequence[int], fractions: Sequence[float], seed: int) -> list[np.ndarray]:
+    """Split indices into len(fractions)+1 parts: the given fractions, then the rest.
+
+    Stratified and seeded: part p gets exactly ``round(fractions[p] * N)`` items, spread over
+    the classes in proportion to their sizes (largest-remainder rounding), drawn at random
+    within each class.
+    """
+    targets = np.asarray(targets)
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(targets, return_counts=True)
+    pools = {}
+    for cls in classes:
+        idx = np.flatnonzero(targets == cls)
+        rng.shuffle(idx)
+        pools[cls] = list(idx)
+    n_total = len(targets)
+    parts: list[list[int]] = []
+    for frac in fractions:
+        want = int(round(frac * n_total))
+        exact = counts * frac
+        quota = np.minimum(np.floor(exact).astype(int), [len(pools[c]) for c in classes])
+        order = np.argsort(-(exact - np.floor(exact)), kind="stable")
+        k = 0
+        while quota.sum() < want and k < 10 * len(classes):
+            c = order[k % len(classes)]
+            if quota[c] < len(pools[classes[c]]):
+                quota[c] += 1
+            k += 1
+        part: list[int] = []
+        for c, q in zip(classes, quota):
+            part.extend(pools[c][:q])
+            pools[c] = pools[c][q:]
+        parts.append(part)
+    parts.append([i for c in classes for i in pools[c]])
+    return [np.array(sorted(p), dtype=np.int64) for p in parts]
+
+
+def _cap(indices: np.ndarray, targets: Sequence[int], limit: int | None, seed: int) -> np.ndarray:
+    """Keep at most ``limit`` indices, stratified and seeded."""
+    if limit is None or limit >= len(indices):
+        return indices
+    t = np.asarray(targets)[indices]
+    keep, _ = stratified_split(t, [limit / len(indices)], seed)
+    return indices[keep]
+
+
+# ----------------------------------------------------------------------------- sources
+
+def _digits(cfg: DataConfig):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    imgs = torch.from_numpy(d.images).float().div(16.0).unsqueeze(1)  # [N,1,8,8] in [0,1]
+    imgs = torch.nn.functional.interpolate(imgs, size=(cfg.img_size, cfg.img_size), mode="bilinear",
+                                           align_corners=False)
+    imgs = (imgs.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    return imgs, d.target.tolist(), [str(n) for n in d.target_names]
+
+
+def _require_dir(path: Path, what: str, hint: str) -> None:
+    if not path.is_dir():
+        raise DataError(f"{what} not found: {path} does not exist. {hint}")
+
+
+def _cifar10(cfg: DataConfig):
+    from torchvision.datasets import CIFAR10
+
+    root = Path(cfg.root or "data/cifar10").expanduser()
+    folder = root / CIFAR10.base_folder
+    hint = (f"Put the extracted 'CIFAR-10 python version' archive in {folder} (so that {folder}/data_batch_1 "
+            "exists), or enable download (needs network).")
+    if not cfg.download and not folder.is_dir():
+        raise DataError(f"CIFAR-10 not found: {folder} does not exist. {hint}")
+    try:
+        train = CIFAR10(str(root), train=True, download=cfg.download)
+        test = CIFAR10(str(root), train=False, download=False)
+    except RuntimeError as exc:
+        raise DataError(f"CIFAR-10 in {folder} is missing files or corrupted ({exc}). {hint}") from exc
+    except OSError as exc:  # download failed (no network) and the like
+        raise DataError(f"Could not download CIFAR-10 into {root}: {exc}. {hint}") from exc
+    return train, list(train.targets), test, list(test.targets), list(train.classes)
+
+
+def _caltech101(cfg: DataConfig):
+    from torchvision.datasets import Caltech101
+
+    root = Path(cfg.root or "data").expanduser()
+    cats = root / "caltech101" / "101_ObjectCategories"
+    hint = (f"Unpack Caltech-101 so that {cats}/<class>/image_0001.jpg exists (the layout "
+            "torchvision.datasets.Caltech101 reads), or enable download (needs network).")
+    if not cfg.download and not cats.is_dir():
+        raise DataError(f"Caltech-101 not found: {cats} does not exist. {hint}")
+    try:
+        ds = Caltech101(str(root), target_type="category", download=cfg.download)
+    except RuntimeError as exc:
+        raise DataError(f"Caltech-101 in {cats} is missing or corrupted ({exc}). {hint}") from exc
+    except OSError as exc:
+        raise DataError(f"Could not download Caltech-101 into {root}: {exc}. {hint}") from exc
+    return ds, list(ds.y), list(ds.categories)
+
+
+def _image_folder(path: Path):
+    from torchvision.datasets import ImageFolder
+
+    try:
+        return ImageFolder(str(path))
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise DataError(f"{path} is not an image folder tree ({exc}). Expected {path}/<class>/<image>.jpg "
+                        f"with one sub-folder per class and images ending in {', '.join(IMAGE_EXTENSIONS)}.") from exc
+
+
+# ----------------------------------------------------------------------------- entry point
+
+def load_data(cfg: DataConfig) -> DataBundle:
+    """Build train/val/test loaders for ``cfg`` (see the module docstring)."""
+    cfg.validate()
+    mean = tuple(cfg.mean) if cfg.mean is not None else (
+        (0.5, 0.5, 0.5) if cfg.dataset == "digits" else IMAGENET_MEAN)
+    std = tuple(cfg.std) if cfg.std is not None else (
+        (0.5, 0.5, 0.5) if cfg.dataset == "digits" else IMAGENET_STD)
+    split: dict[str, Any] = {"seed": cfg.seed, "dataset": cfg.dataset}
+    aug = cfg.augment
+
+    def tf(train: bool, flip: bool = True):
+        return make_transforms(cfg.img_size, mean, std, train=train and aug, flip=flip)
+
+    if cfg.dataset == "digits":
+        imgs, targets, classes = _digits(cfg)
+        test_i, val_i, train_i = stratified_split(targets, [cfg.test_fraction, cfg.val_fraction], cfg.seed)
+        split.update(method="stratified", test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction)
+        train_i = _cap(train_i, targets, cfg.subset, cfg.seed)
+        val_i = _cap(val_i, targets, cfg.eval_subset, cfg.seed + 1)
+        test_i = _cap(test_i, targets, cfg.eval_subset, cfg.seed + 2)
+
+        def make(idx, train):
+            return _TensorImages(imgs, targets, idx, mean, std, train=train and aug, img_size=cfg.img_size)
+
+        train_ds, val_ds, test_ds = make(train_i, True), make(val_i, False), make(test_i, False)
+    elif cfg.dataset == "cifar10":
+        train_base, train_t, test_base, test_t, classes = _cifar10(cfg)
+        val_i, train_i = stratified_split(train_t, [cfg.val_fraction], cfg.seed)
+        test_i = np.arange(len(test_t))
+        split.update(method="official test split; stratified val from train", val_fraction=cfg.val_fraction)
+        train_i = _cap(train_i, train_t, cfg.subset, cfg.seed)
+        val_i = _cap(val_i, train_t, cfg.eval_subset, cfg.seed + 1)
+        test_i = _cap(test_i, test_t, cfg.eval_subset, cfg.seed + 2)
+        train_ds = _Transformed(train_base, train_i, tf(True), train_t)
+        val_ds = _Transformed(train_base, val_i, tf(False), train_t)
+        test_ds = _Transformed(test_base, test_i, tf(False), test_t)
+    elif cfg.dataset == "caltech101":
+        base, targets, classes = _caltech101(cfg)
+        test_i, val_i, train_i = stratified_split(targets, [cfg.test_fraction, cfg.val_fraction], cfg.seed)
+        split.update(method="stratified", test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction)
+        train_i = _cap(train_i, targets, cfg.subset, cfg.seed)
+        val_i = _cap(val_i, targets, cfg.eval_subset, cfg.seed + 1)
+        test_i = _cap(test_i, targets, cfg.eval_subset, cfg.seed + 2)
+        train_ds = _Transformed(base, train_i, tf(True), targets)
+        val_ds = _Transformed(base, val_i, tf(False), targets)
+        test_ds = _Transformed(base, test_i, tf(False), targets)
+    else:  # folder
+        root = Path(cfg.root).expanduser()
+        _require_dir(root, "Image folder", "Give the path of a folder with one sub-folder per class.")
+        test_dir = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
+        if (root / "train").is_dir() and test_dir is not None:
+            train_base = _image_folder(root / "train")
+            test_base = _image_folder(test_dir)
+            if test_base.classes != train_base.classes:
+                raise DataError(f"{root}/train and {test_dir} have different class folders; they must match.")
+            train_t, test_t = list(train_base.targets), list(test_base.targets)
+            val_i, train_i = stratified_split(train_t, [cfg.val_fraction], cfg.seed)
+            test_i = np.arange(len(test_t))
+            split.update(method=f"train/ and {test_dir.name}/ folders; stratified val from train",
+                         val_fraction=cfg.val_fraction)
+        else:
+            train_base = test_base = _image_folder(root / "train" if (root / "train").is_dir() else root)
+            train_t = test_t = list(train_base.targets)
+            test_i, val_i, train_i = stratified_split(train_t, [cfg.test_fraction, cfg.val_fraction], cfg.seed)
+            split.update(method="stratified", test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction)
+        classes = list(train_base.classes)
+        train_i = _cap(train_i, train_t, cfg.subset, cfg.seed)
+        val_i = _cap(val_i, train_t, cfg.eval_subset, cfg.seed + 1)
+        test_i = _cap(test_i, test_t, cfg.eval_subset, cfg.seed + 2)
+        train_ds = _Transformed(train_base, train_i, tf(True), train_t)
+        val_ds = _Transformed(train_base, val_i, tf(False), train_t)
+        test_ds = _Transformed(test_base, test_i, tf(False), test_t)
+
+    if len(train_ds) == 0:
+        raise DataError(f"The {cfg.dataset} training split is empty; the data set has too few images.")
+    split.update(train=len(train_ds), val=len(val_ds), test=len(test_ds))
+    gen = seed_everything(cfg.seed)
+    common = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+    train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train_ds) > cfg.batch_size,
+                              generator=gen, **common)
+    val_loader = DataLoader(val_ds, batch_size=cfg.batch_size * 2, shuffle=False, **common)
+    test_loader = DataLoader(test_ds, batch_size=cfg.batch_size * 2, shuffle=False, **common)
+    return DataBundle(train=train_loader, val=val_loader, test=test_loader, class_names=list(classes),
+                      input_size=(3, cfg.img_size, cfg.img_size), mean=mean, std=std, split=split)
+
+
+def load_image(data: bytes | str | Path, max_pixels: int = 40_000_000) -> Image.Image:
+    """Open an image from bytes or a path, verified, as RGB. Raises InputError for non-images."""
+    import io
+
+    from .errors import InputError
+
+    src = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else str(data)
+    try:
+        with Image.open(src) as probe:
+            probe.verify()
+        if isinstance(src, io.BytesIO):
+            src.seek(0)
+        img = Image.open(src)
+        if img.width * img.height > max_pixels:
+            raise InputError(f"The image is {img.width}x{img.height} pixels; at most {max_pixels:,} pixels are accepted.")
+        img.load()
+    except InputError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise InputError(f"This file is not an image accelvit can read ({exc}). Upload a PNG, JPEG, BMP or WebP file.") from exc
+    return _to_rgb(img)
