@@ -1,0 +1,48 @@
+"""``accelvit measure``: FLOPs (dense, effective, thop), nonzeros, size on disk and latency of a saved model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import pandas as pd
+
+from .. import serialize
+from ..metrics import measure
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("measure", help="measure FLOPs, nonzeros, size on disk and latency of a saved model",
+                       description="Load a model saved by accelvit (pruned or not) and measure it: dense FLOPs "
+                                   "(FlopCounterMode, attention included), effective FLOPs (x weight density), "
+                                   "thop's figure as a cross-check, parameters and nonzeros, dense and sparse "
+                                   "size on disk, and latency at batch 1 and --batch-size.")
+    p.add_argument("--checkpoint", required=True, help="directory written by accelvit (accelvit.json + weights)")
+    p.add_argument("--json", action="store_true", help="print the full result as JSON (per-layer rows included)")
+    p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps")
+    p.add_argument("--batch-size", type=int, default=64, help="the larger batch timed besides batch 1")
+    p.add_argument("--no-latency", action="store_true", help="skip timing (latency fields are null)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed forward passes per batch size")
+    p.add_argument("--reps", type=int, default=5, help="timed forward passes per batch size")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads while timing (default: torch's)")
+    p.add_argument("--no-thop", action="store_true", help="skip the thop cross-check")
+    p.add_argument("--layers", action="store_true", help="also print the per-layer table (text output)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    model, _doc = serialize.load(args.checkpoint, device="cpu")
+    result = measure(model, device=args.device, latency=not args.no_latency, batch_size=args.batch_size,
+                     warmup=args.warmup, reps=args.reps, thop=not args.no_thop, num_threads=args.threads)
+    if args.json:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+        return 0
+    sys.stdout.write(result.summary() + "\n")
+    if args.layers:
+        with pd.option_context("display.width", 250, "display.max_rows", None, "display.max_columns", None):
+            sys.stdout.write(result.layers.to_string(index=False) + "\n")
+    return 0
