@@ -22,9 +22,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError, ModelError
 from .models import ModelSpec, build_from_spec, spec_of
 
 log = logging.getLogger(__name__)
@@ -71,14 +72,21 @@ def save(model: torch.nn.Module, path: str | Path, class_names: list[str] | None
          meta: dict[str, Any] | None = None) -> Path:
     """Save ``model`` (built by accelvit, pruned or not) to directory ``path``."""
     out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
     spec = spec_of(model)
+    if class_names is not None and len(class_names) != spec.num_classes:
+        raise ConfigError("class_names", f"{len(class_names)} names were given for a model with "
+                                         f"{spec.num_classes} classes; pass one name per class.")
+    structure = describe_structure(model)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    out.mkdir(parents=True, exist_ok=True)
     doc = {
         "format": FORMAT,
         "version": VERSION,
         "model": spec.to_dict(),
-        "structure": describe_structure(model),
+        "input_size": [3, spec.img_size, spec.img_size],
+        "normalization": {"mean": list(spec.mean), "std": list(spec.std)},
+        "structure": structure,
+        "params": sum(int(v.numel()) for v in model.parameters()),
         "class_names": list(class_names) if class_names is not None else None,
         "meta": meta or {},
     }
@@ -96,8 +104,8 @@ def save(model: torch.nn.Module, path: str | Path, class_names: list[str] | None
 
 def read_spec(path: str | Path) -> dict[str, Any]:
     """Read and validate ``accelvit.json`` of a saved model directory."""
-    p = Path(path)
-    spec_path = p / SPEC_FILE if p.is_dir() else p
+    spec_path = _spec_path(Path(path))
+    p = spec_path.parent
     if not spec_path.exists():
         raise CheckpointError(
             f"{p} is not an accelvit model: {SPEC_FILE} is missing. Expected a directory written by "
@@ -108,31 +116,69 @@ def read_spec(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{spec_path} is not valid JSON ({exc}); the file is damaged.") from exc
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError(f"{spec_path} is not an accelvit model spec (format field is not {FORMAT!r}).")
-    if int(doc.get("version", -1)) > VERSION:
+    if not isinstance(doc.get("version"), int):
+        raise CheckpointError(f"{spec_path} has no valid version number; the file is damaged.")
+    if doc["version"] > VERSION:
         raise CheckpointError(f"{spec_path} was written by a newer accelvit (version {doc.get('version')}); "
                               f"this one reads version {VERSION}. Upgrade accelvit.")
-    if "model" not in doc:
-        raise CheckpointError(f"{spec_path} has no model section.")
+    if not isinstance(doc.get("model"), dict):
+        raise CheckpointError(f"{spec_path} has no model section; the file is incomplete.")
+    if doc.get("structure") is not None and not isinstance(doc["structure"], dict):
+        raise CheckpointError(f"{spec_path}: the structure section must be a JSON object.")
     return doc
+
+
+def _spec_path(p: Path) -> Path:
+    """``DIR/accelvit.json`` for a model directory, or for a file inside one."""
+    if p.is_dir():
+        return p / SPEC_FILE
+    if p.name == SPEC_FILE:
+        return p
+    if p.suffix == ".safetensors":
+        if (p.parent / SPEC_FILE).exists() and p.name == WEIGHTS_FILE:
+            return p.parent / SPEC_FILE
+        raise CheckpointError(
+            f"{p} is a bare safetensors file, not an accelvit model: expected a directory written by accelvit.save "
+            f"holding {WEIGHTS_FILE} and {SPEC_FILE}. To use foreign weights, build the model with "
+            "build_model(..., weights_path=...).")
+    return p / SPEC_FILE
+
+
+def _check_weights_file(weights: Path) -> None:
+    """Refuse safetensors files that accelvit.save did not write (checked on the header metadata)."""
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{weights} is not a readable safetensors file ({exc}); it is truncated or "
+                              "damaged. Save the model again.") from exc
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{weights} is a safetensors file but was not written by accelvit.save (its header "
+                              f"has no format={FORMAT!r} entry); it belongs to another tool. Save the model with "
+                              "accelvit, or build it with build_model(..., weights_path=...).")
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild a saved model exactly. Returns ``(model in eval mode, spec document)``."""
-    p = Path(path)
-    doc = read_spec(p)
+    doc = read_spec(path)
+    p = _spec_path(Path(path)).parent
     weights = p / WEIGHTS_FILE
     if not weights.exists():
         raise CheckpointError(f"{p} has a spec but no {WEIGHTS_FILE}; the save was incomplete.")
+    _check_weights_file(weights)
     try:
         state = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{weights} is not a readable safetensors file ({exc}); it is truncated or "
                               "damaged. Save the model again.") from exc
     try:
         spec = ModelSpec.from_dict(doc["model"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"The model section of {p / SPEC_FILE} is incomplete ({exc}).") from exc
-    model = build_from_spec(spec)
+    try:
+        model = build_from_spec(spec)
+    except ModelError as exc:
+        raise CheckpointError(f"{p / SPEC_FILE} describes a model that cannot be built: {exc}") from exc
     apply_structure(model, doc.get("structure") or {})
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
@@ -146,4 +192,9 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn
         ) if x)
         raise CheckpointError(f"The weights in {weights} do not match the architecture in {SPEC_FILE}: {detail}.")
     model.load_state_dict(state, strict=True)
+    expected = doc.get("params")
+    got = sum(int(v.numel()) for v in model.parameters())
+    if isinstance(expected, int) and expected != got:
+        raise CheckpointError(f"{p / SPEC_FILE} records {expected} parameters but the rebuilt model has {got}; the "
+                              "spec and weights are inconsistent.")
     return model.to(device).eval(), doc
