@@ -1,0 +1,1 @@
+"""Benchmarks (``python -m bench.latency``); results go to ``bench/RESULTS.md``."""
