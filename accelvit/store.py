@@ -558,13 +558,14 @@ class RunStore:
         p = Path(stored)
         return str(p if p.is_absolute() else self.home / p)
 
-    def add_artifact(self, run_id: str, name: str, path: str | os.PathLike, kind: str = "file") -> None:
+    def add_artifact(self, run_id: str, name: str, path: str | os.PathLike, kind: str = "file",
+                     stage: str | None = None) -> None:
         now = time.time()
         with self.connect(write=True) as con:
             con.execute("INSERT OR REPLACE INTO artifacts(run_id, name, kind, path, created_at) VALUES (?,?,?,?,?)",
                         (run_id, name, kind, self._rel(path), now))
-            con.execute("INSERT INTO events(run_id, ts, kind, message, data) VALUES (?,?,?,?,?)",
-                        (run_id, now, "artifact", name, _dumps({"path": str(path), "kind": kind})))
+            con.execute("INSERT INTO events(run_id, ts, kind, stage, message, data) VALUES (?,?,?,?,?,?)",
+                        (run_id, now, "artifact", stage, name, _dumps({"path": str(path), "kind": kind})))
 
     def write_artifact_json(self, run_id: str, filename: str, obj: Any, name: str | None = None) -> Path:
         """Write ``obj`` as JSON into the run's artifact folder atomically and record it."""
@@ -728,6 +729,31 @@ class RunStore:
         df["data"] = [_loads(d) for d in df["data"]]
         df.insert(1, "time", _ts(df["ts"]))
         return df.drop(columns=["ts"])
+
+    STAGE_COLUMNS = ("stage", "state", "started", "finished", "seconds", "info")
+
+    def stages_df(self, run_id: str) -> pd.DataFrame:
+        """One row per stage the run started, in order: ``stage, state`` (``running``/``done``/
+        ``stopped`` when the run ended inside it), ``started, finished, seconds, info`` (dict)."""
+        with self.connect() as con:
+            rows = con.execute("SELECT ts, kind, stage, data FROM events WHERE run_id=? AND kind IN "
+                               "('stage_started', 'stage_finished') ORDER BY id", (run_id,)).fetchall()
+            st = con.execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()
+        active = st is not None and st["status"] in ACTIVE
+        recs: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            if r["kind"] == "stage_started":
+                recs[r["stage"]] = {"stage": r["stage"], "state": "running" if active else "stopped",
+                                    "started": r["ts"], "finished": None, "seconds": None, "info": {}}
+            elif r["stage"] in recs:
+                d = _loads(r["data"], {}) or {}
+                recs[r["stage"]].update(state="done", finished=r["ts"], seconds=d.get("seconds"),
+                                        info=d.get("info") or {})
+        df = pd.DataFrame.from_records(list(recs.values()), columns=list(self.STAGE_COLUMNS))
+        df["started"] = _ts(df["started"])
+        df["finished"] = _ts(df["finished"])
+        df["seconds"] = pd.to_numeric(df["seconds"], errors="coerce")
+        return df
 
     PROGRESS_COLUMNS = ("time", "stage", "fraction", "overall", "epoch", "epochs", "step", "steps", "loss",
                         "accuracy", "lr", "images_per_s", "eta_s")

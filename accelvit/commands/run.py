@@ -1,0 +1,397 @@
+"""``accelvit run`` / ``accelvit sweep`` / ``accelvit runs``: experiments through the run store.
+
+* ``run``: one experiment in the foreground (same pipeline and store as the dashboard), with
+  a progress bar; prints the run id and a before / pruned / after summary.
+* ``sweep --config sweep.json``: every point of a sweep (one shared baseline), one after
+  the other, through the job runner; prints the trade-off table.
+* ``runs``: the runs in the store as a table, or ``--json`` (a list of runs with ``id,
+  status, config, error, stages``...). ``--cancel ID`` stops a run, even one running in
+  another process (the dashboard's, say).
+
+``--home DIR`` (before the subcommand) or ``ACCELVIT_HOME`` picks the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..data import DATASETS
+from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+EXIT = {"finished": 0, "failed": 1, "cancelled": 130, "interrupted": 1}
+
+
+# ============================================================================ parsers
+def register(sub: argparse._SubParsersAction) -> None:
+    _register_run(sub)
+    _register_sweep(sub)
+    _register_runs(sub)
+
+
+def _register_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run", help="run one experiment (baseline -> prune -> finetune -> measure) into the run store",
+        description="Train or load a baseline, prune it, finetune it, and measure before / pruned / after. "
+                    "The run is recorded in the run store (see --home), so it shows in the dashboard. "
+                    "Settings come from --config (an experiment JSON) and the flags, flags winning.")
+    p.add_argument("--config", default=None, help="experiment config JSON (ExperimentConfig.to_dict form)")
+    p.add_argument("--name", default=None, help="a label for the run")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", choices=DATASETS, default=None, help="data set (default: digits, embedded)")
+    g.add_argument("--data-dir", default=None, help="data set folder (cifar10, caltech101, folder)")
+    g.add_argument("--download", action="store_true", default=None, help="let torchvision download the data")
+    g.add_argument("--img-size", type=int, default=None, help="input size (default: the model's)")
+    g.add_argument("--batch-size", type=int, default=None, help="batch size (default 64)")
+    g.add_argument("--subset", type=int, default=None, help="use at most N training images")
+    g.add_argument("--eval-subset", type=int, default=None, help="use at most N images in val and test")
+    g.add_argument("--no-augment", action="store_true", default=None, help="no random crop/flip in training")
+    g.add_argument("--num-workers", type=int, default=None, help="data loader worker processes")
+    g = p.add_argument_group("model and baseline")
+    g.add_argument("--model", default=None, help="scratch config (swin_pico, swin_micro, swin_small32) or a timm "
+                                                 "Swin name (default swin_micro)")
+    g.add_argument("--pretrained", action="store_true", default=None, help="start from timm's pretrained weights")
+    g.add_argument("--weights", default=None, help="start from a local weights file (.safetensors / .pth)")
+    g.add_argument("--baseline", default=None, metavar="DIR",
+                   help="use a saved model directory (accelvit train --out) as the baseline; no training")
+    g.add_argument("--epochs", type=int, default=None, help="baseline training epochs (default 10)")
+    g.add_argument("--lr", type=float, default=None, help="baseline peak learning rate")
+    g = p.add_argument_group("pruning")
+    g.add_argument("--head-ratio", type=float, default=None, help="fraction of attention heads to remove")
+    g.add_argument("--head-criterion", default=None, help="taylor | l1 | random")
+    g.add_argument("--mlp-ratio", type=float, default=None, help="fraction of MLP hidden units to remove")
+    g.add_argument("--rank-ratio", type=float, default=None, help="SVD: fraction of each layer's weights kept")
+    g.add_argument("--energy", type=float, default=None, help="SVD: fraction of spectral energy kept")
+    g.add_argument("--activation-aware", action="store_true", default=None, help="activation-aware SVD")
+    g.add_argument("--sparsity", type=float, default=None, help="IHT: final fraction of zero weights")
+    g.add_argument("--finetune-epochs", type=int, default=None, help="finetune epochs after pruning (default 3)")
+    g.add_argument("--finetune-lr", type=float, default=None, help="finetune peak learning rate")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other setting, as a dotted path and a JSON value, e.g. prune.iht_interval=8 or "
+                        "finetune.warmup_frac=0.0 (repeatable)")
+    g = p.add_argument_group("run")
+    g.add_argument("--device", default=None, help="auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps")
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--no-latency", action="store_true", default=None, help="skip latency timing")
+    g.add_argument("--control", action="store_true", default=None,
+                   help="also finetune the unpruned baseline for the same epochs (a fair reference)")
+    g.add_argument("--json", action="store_true", help="print the finished run as JSON")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+
+def _register_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep", help="run a sweep of pruning settings sharing one baseline",
+        description='Run every point of a sweep config: {"name": ..., "base": {experiment config}, '
+                    '"grid": {"head_ratio": [0.25, 0.5], "rank_ratio": [null, 0.5]}, "variants": [{...}]}. '
+                    "Grid keys are pruning settings, experiment settings or dotted paths. The baseline is "
+                    "trained once and reused.")
+    p.add_argument("--config", required=True, help="sweep config JSON")
+    p.add_argument("--dry-run", action="store_true", help="validate and list the points, run nothing")
+    p.add_argument("--json", action="store_true", help="print the runs as JSON at the end")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sweep)
+
+
+def _register_runs(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("runs", help="list the runs in the run store",
+                       description="List runs (newest first) with their before/after accuracy and cost.")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON list of runs (id, name, status, config, error, stages, artifacts...)")
+    p.add_argument("--status", default=None, help="only runs with this status (queued, running, finished, "
+                                                  "failed, cancelled, interrupted)")
+    p.add_argument("--sweep", default=None, help="only the runs of this sweep id")
+    p.add_argument("--limit", type=int, default=None, help="at most N runs")
+    p.add_argument("--cancel", default=None, metavar="RUN_ID", help="cancel a queued or running run")
+    p.set_defaults(func=cmd_runs)
+
+
+# ============================================================================ config from flags
+def _read_json(path: str, what: str) -> Any:
+    p = Path(path).expanduser()
+    try:
+        return json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(what, f"{p} does not exist.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(what, f"{p} is not a readable JSON file ({exc}).") from None
+
+
+def _parse_set(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError("--set", f"{item!r} is not KEY=VALUE (e.g. prune.iht_interval=8).")
+    key, raw = item.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw  # plain text, e.g. a device or a path
+    return key.strip(), value
+
+
+def config_from_args(args: argparse.Namespace):
+    """The ExperimentConfig that ``accelvit run`` args describe (validated)."""
+    from ..models import is_known_model, model_spec
+    from ..pipeline import ExperimentConfig, _resolve_key, _set_path
+
+    raw: Any = _read_json(args.config, "--config") if args.config else {}
+    if not isinstance(raw, dict):
+        raise ConfigError("--config", "the file must hold one JSON object (an experiment config).")
+    sets = [_parse_set(item) for item in args.set]
+    img_given = (args.img_size is not None or "img_size" in (raw.get("data") or {})
+                 or any(_resolve_key(k) == "data.img_size" for k, _ in sets))
+    d = ExperimentConfig.from_dict(raw).to_dict()
+    flags = {
+        "data.dataset": args.dataset, "data.root": args.data_dir, "data.download": args.download,
+        "data.img_size": args.img_size, "data.batch_size": args.batch_size, "data.subset": args.subset,
+        "data.eval_subset": args.eval_subset, "data.augment": (False if args.no_augment else None),
+        "data.num_workers": args.num_workers, "model": args.model, "pretrained": args.pretrained,
+        "weights_path": args.weights, "baseline_checkpoint": args.baseline, "train.epochs": args.epochs,
+        "train.lr": args.lr, "prune.head_ratio": args.head_ratio, "prune.head_criterion": args.head_criterion,
+        "prune.mlp_ratio": args.mlp_ratio, "prune.rank_ratio": args.rank_ratio, "prune.energy": args.energy,
+        "prune.activation_aware": args.activation_aware, "prune.sparsity": args.sparsity,
+        "finetune.epochs": args.finetune_epochs, "finetune.lr": args.finetune_lr, "device": args.device,
+        "seed": args.seed, "measure_latency": (False if args.no_latency else None), "control": args.control,
+        "name": args.name,
+    }
+    for path, value in flags.items():
+        if value is not None:
+            _set_path(d, path, value)
+    for key, value in sets:
+        _set_path(d, _resolve_key(key), value)
+    if not img_given:
+        # default input size: the model's own (16 for swin_pico, 224 for most timm Swins)
+        if args.baseline:
+            from ..serialize import read_spec
+            try:
+                d["data"]["img_size"] = int(read_spec(args.baseline)["model"]["img_size"])
+            except Exception:
+                pass
+        elif is_known_model(d.get("model", "")):
+            d["data"]["img_size"] = model_spec(d["model"], 2).img_size
+    return ExperimentConfig.from_dict(d).validate()
+
+
+# ============================================================================ output
+def _fmt_num(v: Any, scale: float = 1.0, digits: int = 2) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return f"{v / scale:,.{digits}f}"
+
+
+def summary_table(run: dict[str, Any]):
+    """Before / pruned / after (/ control) as a pandas DataFrame for printing."""
+    import pandas as pd
+
+    rows = []
+    for stage, m in (run.get("stages") or {}).items():
+        rows.append({
+            "stage": stage,
+            "top1 %": _fmt_num(None if m.get("top1") is None else 100 * m["top1"], digits=1),
+            "top5 %": _fmt_num(None if m.get("top5") is None else 100 * m["top5"], digits=1),
+            "dense MFLOPs": _fmt_num(m.get("dense_flops"), 1e6, 1),
+            "eff. MFLOPs": _fmt_num(m.get("effective_flops"), 1e6, 1),
+            "params": _fmt_num(m.get("params"), 1, 0),
+            "nonzero": _fmt_num(m.get("nonzero_params"), 1, 0),
+            "size dense KB": _fmt_num(m.get("size_dense_bytes"), 1024, 0),
+            "size sparse KB": _fmt_num(m.get("size_sparse_bytes"), 1024, 0),
+            "latency b1 ms": _fmt_num(m.get("latency_ms_b1")),
+        })
+    return pd.DataFrame(rows)
+
+
+def _plain_json(obj: Any) -> Any:
+    """JSON that strict parsers accept: NaN / inf become null."""
+    if isinstance(obj, dict):
+        return {k: _plain_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain_json(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(_plain_json(obj), indent=2, default=str, allow_nan=False)
+
+
+def _print_run_summary(run: dict[str, Any]) -> None:
+    print(f"run {run['id']}  {run['name']}  [{run['status']}]")
+    table = summary_table(run)
+    if len(table):
+        print(table.to_string(index=False))
+    if run.get("error"):
+        print(f"error: {run['error']}")
+    model = (run.get("artifacts") or {}).get("model")
+    if model:
+        print(f"pruned model: {model}")
+
+
+class _Bar:
+    """One tqdm bar over the whole run (percent), showing the stage and training numbers."""
+
+    def __init__(self, enabled: bool, desc: str = ""):
+        self.enabled = enabled
+        self.bar = None
+        self.desc = desc
+
+    def __call__(self, event: Any) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=100, desc=self.desc, unit="%", dynamic_ncols=True, file=sys.stderr,
+                            bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]")
+        kind = getattr(event, "kind", "")
+        overall = getattr(event, "overall", None)
+        if kind in ("stage_started", "progress"):
+            self.bar.set_description_str(f"{self.desc} {event.stage}".strip(), refresh=False)
+        if kind == "progress" and event.loss is not None:
+            self.bar.set_postfix(loss=f"{event.loss:.3f}", acc=f"{event.accuracy:.3f}",
+                                 img_s=f"{event.images_per_s:.0f}", refresh=False)
+        elif kind == "stage_started":
+            self.bar.set_postfix_str("", refresh=False)
+        if kind == "warning":
+            self.bar.write(f"warning: {event.message}")
+        if overall is not None:
+            self.bar.n = round(100 * overall, 1)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+# ============================================================================ commands
+def cmd_run(args: argparse.Namespace) -> int:
+    from ..jobs import execute
+    from ..store import RUNNING, RunStore, new_owner, release_owner
+
+    cfg = config_from_args(args)  # ConfigError -> exit 2 before anything runs
+    store = RunStore()
+    owner = new_owner("cli")
+    run_id, _ = store.create_run(cfg.to_dict(), name=cfg.display_name(), status=RUNNING,
+                                 baseline_key=cfg.baseline_key(), owner=owner)
+    print(f"run {run_id} ({store.home})", file=sys.stderr)
+    bar = _Bar(not args.no_progress and sys.stderr.isatty())
+    try:
+        status = execute(store, run_id, cfg, on_event=bar)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"run {run_id} cancelled", file=sys.stderr)
+        return 130
+    finally:
+        bar.close()
+        release_owner(owner)
+    run = store.get_run(run_id)
+    if args.json:
+        print(_dump(run))
+    else:
+        _print_run_summary(run)
+    return EXIT.get(status, 1)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from ..jobs import JobManager
+    from ..pipeline import SweepConfig
+
+    d = _read_json(args.config, "--config")
+    sweep = SweepConfig.from_dict(d)
+    configs = sweep.expand()  # validates every point
+    if args.dry_run:
+        for c in configs:
+            print(f"{c.display_name()}  (baseline {c.baseline_key()})")
+        return 0
+    mgr = JobManager(start=False)
+    bar = _Bar(not args.no_progress and sys.stderr.isatty())
+    mgr.add_listener(lambda rid, ev: bar(ev))
+    ids = mgr.submit_sweep(sweep)
+    print(f"sweep of {len(ids)} runs ({mgr.store.home})", file=sys.stderr)
+    statuses = []
+    try:
+        for i, rid in enumerate(ids, 1):
+            bar.close()
+            bar.desc = f"[{i}/{len(ids)}]"
+            statuses.append(mgr.wait(rid))
+    except KeyboardInterrupt:
+        bar.close()
+        mgr.shutdown(cancel_running=True)
+        print("sweep interrupted", file=sys.stderr)
+        return 130
+    finally:
+        bar.close()
+    mgr.shutdown()
+    runs = [mgr.store.get_run(r) for r in ids]
+    if args.json:
+        print(_dump(runs))
+    else:
+        print(_runs_table(mgr.store, ids).to_string(index=False))
+    return 0 if all(s == "finished" for s in statuses) else 1
+
+
+def _runs_table(store, ids: list[str] | None = None, status: str | None = None, sweep: str | None = None,
+                limit: int | None = None):
+    """The ``runs`` table: one line per run with its before -> after numbers."""
+    import pandas as pd
+
+    runs = store.runs_df(status=status, sweep_id=sweep)
+    if ids is not None:
+        runs = runs[runs["id"].isin(ids)]
+    if limit:
+        runs = runs.head(limit)
+    metrics = store.metrics_df(list(runs["id"])) if len(runs) else store.metrics_df([])
+    rows = []
+    for r in runs.itertuples():
+        m = metrics[metrics["run_id"] == r.id].set_index("stage")
+
+        def get(stage: str, col: str) -> Any:
+            return m.at[stage, col] if stage in m.index and col in m.columns else None
+
+        b1, a1 = get("before", "top1"), get("after", "top1")
+        progress = f"{r.stage or '-'} {100 * (r.progress or 0):.0f}%" if r.status == "running" else ""
+        rows.append({
+            "id": r.id, "name": r.name, "status": r.status + (f" ({progress})" if progress else ""),
+            "top1 before": _fmt_num(None if b1 is None else 100 * b1, digits=1),
+            "top1 after": _fmt_num(None if a1 is None else 100 * a1, digits=1),
+            "flops": _fmt_num(get("after", "flops_ratio"), digits=3),
+            "nonzero": _fmt_num(get("after", "params_ratio"), digits=3),
+            "created": r.created.strftime("%Y-%m-%d %H:%M") if pd.notna(r.created) else "",
+            "error": (r.error or "")[:60],
+        })
+    return pd.DataFrame(rows, columns=["id", "name", "status", "top1 before", "top1 after", "flops", "nonzero",
+                                       "created", "error"])
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from ..store import STATUSES, RunStore
+
+    store = RunStore()
+    if args.status is not None and args.status not in STATUSES:
+        raise ConfigError("--status", f"unknown status {args.status!r}; use one of {', '.join(STATUSES)}.")
+    if args.cancel:
+        st = store.request_cancel(args.cancel)
+        if st is None:
+            print(f"error: no run {args.cancel!r} in {store.home}", file=sys.stderr)
+            return 2
+        print(f"run {args.cancel}: {st}" + (" (cancel requested; it stops within one step)"
+                                            if st == "running" else ""))
+        return 0
+    if args.json:
+        runs = store.list_runs(status=args.status, sweep_id=args.sweep, limit=args.limit)
+        print(_dump(runs))
+        return 0
+    table = _runs_table(store, status=args.status, sweep=args.sweep, limit=args.limit)
+    if not len(table):
+        print(f"no runs in {store.home}")
+        return 0
+    print(table.to_string(index=False))
+    return 0
