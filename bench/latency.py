@@ -98,22 +98,26 @@ def _quiet_fd2() -> Iterator[None]:
         os.close(null)
 
 
-def time_split(model: nn.Module, batch_size: int, img: int, passes: int = 3) -> tuple[float, float]:
-    """``(ms in matrix products / convolutions, ms in everything else)`` per forward pass (CPU self time)."""
+def time_split(models: dict[str, nn.Module], batch_size: int, img: int, passes: int = 5) -> dict[str, tuple[float, float]]:
+    """Per model: ``(ms in matrix products / convolutions, ms in everything else)`` per forward pass.
+
+    CPU self time from ``torch.profiler``; the models are profiled one pass each in turn
+    (interleaved, like the timings), ``passes`` times, and the times averaged.
+    """
     from torch.profiler import ProfilerActivity, profile
 
     x = torch.randn(batch_size, 3, img, img)
+    acc = {k: [0.0, 0.0] for k in models}
     with torch.inference_mode():
-        model(x)
-        with _quiet_fd2(), profile(activities=[ProfilerActivity.CPU]) as prof:
-            for _ in range(passes):
-                model(x)
-    total = mm = 0.0
-    for ev in prof.key_averages():
-        total += ev.self_cpu_time_total
-        if ev.key in MATMUL_OPS:
-            mm += ev.self_cpu_time_total
-    return mm / 1000.0 / passes, (total - mm) / 1000.0 / passes
+        for m in models.values():
+            m(x)
+        for _ in range(passes):
+            for key, m in models.items():
+                with _quiet_fd2(), profile(activities=[ProfilerActivity.CPU]) as prof:
+                    m(x)
+                for ev in prof.key_averages():
+                    acc[key][0 if ev.key in MATMUL_OPS else 1] += ev.self_cpu_time_total / 1000.0
+    return {k: (mm / passes, other / passes) for k, (mm, other) in acc.items()}
 
 
 def run(models: list[str], presets: list[str], batch_sizes: list[int], warmup: int, reps: int,
@@ -139,13 +143,14 @@ def _run_once(models: list[str], presets: list[str], batch_sizes: list[int], war
         img = base.accelvit_spec.img_size
         f_base, p_base = count_flops(base).total, param_counts(base)[0]
         big = max(batch_sizes)
-        shares[name] = {"baseline": time_split(base, big, img)}
+        shares[name] = {}
         for preset in presets:
             kwargs, structured = PRESETS[preset]
             pruned = copy.deepcopy(base)
             prune(pruned, PruneConfig(**kwargs))
             pruned.eval()
-            shares[name][preset] = time_split(pruned, big, img)
+            split = time_split({"baseline": base, "pruned": pruned}, big, img)
+            shares[name][preset] = {"baseline": split["baseline"], "pruned": split["pruned"]}
             log.info("%s %s: %d -> %d FLOPs", name, preset, f_base, count_flops(pruned).total)
             c = compare(base, pruned, batch_sizes=batch_sizes, warmup=warmup, reps=reps)
             for pt in c.points:
@@ -198,17 +203,16 @@ def render(rows: list[Row], shares: dict[str, Any], info: dict[str, Any], comman
             f"| {r.threads} | {r.model} | {r.preset} | {r.batch_size} | {r.baseline_ms:.2f} ({r.baseline_iqr_ms[0]:.2f}-"
             f"{r.baseline_iqr_ms[1]:.2f}) | {r.pruned_ms:.2f} ({r.pruned_iqr_ms[0]:.2f}-{r.pruned_iqr_ms[1]:.2f}) | "
             f"{r.speedup:.2f}x | {r.flop_ratio:.2f}x | {r.efficiency:.2f} | {target} |")
-    lines += ["", f"Where the time goes at batch {big} (torch.profiler CPU self time per forward pass, mean of 3; "
+    lines += ["", f"Where the time goes at batch {big} (torch.profiler CPU self time per forward pass, mean of 5, "
+                  "baseline and pruned profiled in turn; "
                   "'matmul' = mm/addmm/bmm/attention/convolution, what FLOPs count; 'other' = copies, norms, "
                   "GELU, softmax, adds, window shifts/reshapes, which FLOPs do not count):", "",
               "| model | pruning | matmul ms baseline -> pruned | matmul speedup | other ms baseline -> pruned "
               "| other speedup | matmul share of baseline |",
               "|---|---|---:|---:|---:|---:|---:|"]
-    for model, split in shares.items():
-        mm0, ot0 = split["baseline"]
-        for preset, (mm1, ot1) in split.items():
-            if preset == "baseline":
-                continue
+    for model, per_preset in shares.items():
+        for preset, split in per_preset.items():
+            (mm0, ot0), (mm1, ot1) = split["baseline"], split["pruned"]
             lines.append(f"| {model} | {preset} | {mm0:.1f} -> {mm1:.1f} | {mm0 / mm1:.2f}x | {ot0:.1f} -> {ot1:.1f} "
                          f"| {ot0 / ot1:.2f}x | {mm0 / (mm0 + ot0):.0%} |")
     lines.append("")
