@@ -1,0 +1,142 @@
+"""ExperimentConfig validation and JSON, baseline keys, sweep expansion, a headless run's events."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from accelvit.data import DataConfig
+from accelvit.errors import Cancelled, ConfigError
+from accelvit.pipeline import (STAGES, Experiment, ExperimentConfig, Metrics, Progress, StageFinished, StageStarted,
+                               SweepConfig)
+from accelvit.prune import PruneConfig
+from accelvit.train import TrainConfig
+from accelvit.utils import CancelToken
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+def tiny(**prune) -> ExperimentConfig:
+    return ExperimentConfig(
+        model="swin_pico", data=DataConfig(dataset="digits", img_size=16, batch_size=32, subset=64, eval_subset=32),
+        train=TrainConfig(epochs=1), finetune=TrainConfig(epochs=1, lr=5e-4),
+        prune=PruneConfig(head_criterion="l1", mlp_criterion="l1", **prune), device="cpu", measure_latency=False)
+
+
+@pytest.mark.parametrize("override, field", [
+    ({"data": {"dataset": "mnist"}}, "data.dataset"),
+    ({"data": {"img_size": 4}}, "data.img_size"),
+    ({"model": "resnet50"}, "model"),
+    ({"prune": {"head_ratio": 1.5}}, "prune.head_ratio"),
+    ({"prune": {"sparsity": -0.1}}, "prune.sparsity"),
+    ({"prune": {"rank_ratio": 0.0}}, "prune.rank_ratio"),
+    ({"train": {"epochs": -1}}, "train.epochs"),
+    ({"finetune": {"epochs": -3}}, "finetune.epochs"),
+    ({"finetune": {"lr": 0}}, "finetune.lr"),
+    ({"device": "tpu"}, "device"),
+    ({"seed": -1}, "seed"),
+    ({"modle": "swin_pico"}, "modle"),
+    ({"prune": {"head_ratoi": 0.5}}, "prune.head_ratoi"),
+    ({"baseline_checkpoint": "/nonexistent/dir"}, "baseline_checkpoint"),
+])
+def test_bad_configs_are_rejected_naming_the_field(override, field):
+    d = tiny().to_dict()
+    for k, v in override.items():
+        if isinstance(v, dict):
+            d[k] = {**d[k], **v}
+        else:
+            d[k] = v
+    with pytest.raises(ConfigError) as info:
+        ExperimentConfig.from_dict(d).validate()
+    assert info.value.field == field
+    assert str(info.value).startswith(field + ":")
+
+
+def test_config_json_round_trip_and_effective_seed_device():
+    cfg = tiny(head_ratio=0.5, rank_ratio=0.5, sparsity=0.3)
+    cfg.seed, cfg.device = 7, "cpu"
+    d = json.loads(json.dumps(cfg.to_dict()))
+    back = ExperimentConfig.from_dict(d)
+    assert back.to_dict() == d
+    assert d["train"]["seed"] == d["finetune"]["seed"] == d["data"]["seed"] == d["prune"]["seed"] == 7
+    assert d["train"]["device"] == d["finetune"]["device"] == "cpu"
+    assert back.validate() is back
+
+
+def test_baseline_key_depends_only_on_what_makes_the_baseline():
+    base = tiny()
+    key = base.baseline_key()
+    same = [tiny(head_ratio=0.5), tiny(sparsity=0.5)]
+    same[0].finetune.epochs = 5
+    same[1].data.eval_subset = 10
+    same[1].measure_latency = True
+    assert all(c.baseline_key() == key for c in same)
+    different = [tiny(), tiny(), tiny(), tiny()]
+    different[0].train.epochs = 2
+    different[1].data.subset = 48
+    different[2].seed = 1
+    different[3].model = "swin_micro"
+    assert len({c.baseline_key() for c in different} | {key}) == 5
+
+
+def test_sweep_expands_grid_and_variants_with_any_prune_field():
+    sweep = SweepConfig(base=tiny(), name="s", grid={"head_ratio": [0.25, 0.5], "rank_ratio": [None, 0.5]},
+                        variants=[{"finetune.epochs": 0}, {"iht_interval": 4, "sparsity": 0.5}])
+    configs = sweep.expand()
+    assert len(configs) == 8
+    assert {(c.prune.head_ratio, c.prune.rank_ratio) for c in configs} == {(0.25, None), (0.25, 0.5), (0.5, None),
+                                                                           (0.5, 0.5)}
+    assert configs[0].finetune.epochs == 0 and configs[1].prune.iht_interval == 4
+    assert configs[1].name == "s head_ratio=0.25 rank_ratio=None iht_interval=4 sparsity=0.5"
+    assert len({c.baseline_key() for c in configs}) == 1
+    round_trip = SweepConfig.from_dict(json.loads(json.dumps(sweep.to_dict())))
+    assert [c.to_dict() for c in round_trip.expand()] == [c.to_dict() for c in configs]
+    with pytest.raises(ConfigError) as info:
+        SweepConfig(base=tiny(), grid={"head_raito": [0.5]}).expand()
+    assert info.value.field == "grid.head_raito"
+    with pytest.raises(ConfigError) as info:
+        SweepConfig(base=tiny(), grid={"head_ratio": [0.5, 2.0]}).expand()
+    assert info.value.field == "prune.head_ratio" and "sweep point 2" in str(info.value)
+
+
+def test_headless_experiment_emits_stages_in_order(tmp_path):
+    events = []
+    cfg = tiny(head_ratio=0.5, sparsity=0.5)
+    cfg.control = True
+    result = Experiment(cfg, on_event=events.append, home=tmp_path, artifact_dir=tmp_path / "out").run()
+    started = [e.stage for e in events if isinstance(e, StageStarted)]
+    finished = [e.stage for e in events if isinstance(e, StageFinished)]
+    assert started == finished == list(STAGES)
+    assert [e.stage for e in events if isinstance(e, Metrics)] == ["before", "pruned", "after", "control"]
+    prog = [e for e in events if isinstance(e, Progress) and e.stage == "finetune"]
+    assert prog and all(p.loss is not None and p.images_per_s > 0 and 0 <= p.overall <= 1 for p in prog)
+    overall = [e.overall for e in events if hasattr(e, "overall")]
+    assert overall == sorted(overall) and overall[-1] == pytest.approx(1.0)
+    assert set(result.metrics) == {"before", "pruned", "after", "control"}
+    after = result.metrics["after"]
+    assert after["nonzero_params"] < result.metrics["pruned"]["nonzero_params"]  # IHT ran in the finetune
+    assert result.metrics["pruned"]["params"] < result.metrics["before"]["params"]  # heads were removed
+    assert result.metrics["control"]["params"] == result.metrics["before"]["params"]
+    assert (tmp_path / "out" / "model" / "accelvit.json").exists() and (tmp_path / "out" / "report.json").exists()
+    # the second experiment with the same baseline config loads the cached baseline
+    events2 = []
+    Experiment(tiny(mlp_ratio=0.25), on_event=events2.append, home=tmp_path).run()
+    info = next(e.info for e in events2 if isinstance(e, StageFinished) and e.stage == "baseline")
+    assert info["source"] == "cache" and info["baseline_key"] == cfg.baseline_key()
+
+
+def test_cancelled_before_start_runs_nothing(tmp_path):
+    token = CancelToken()
+    token.cancel()
+    events = []
+    with pytest.raises(Cancelled):
+        Experiment(tiny(), on_event=events.append, cancel=token, home=tmp_path).run()
+    assert events == []
