@@ -1,0 +1,395 @@
+"""Tables and Plotly figures built from the run store's DataFrames (pure functions).
+
+Inputs are the frames of :mod:`accelvit.store` (``runs_df``, ``metrics_df``,
+``progress_df``) and the per-layer table of :func:`accelvit.metrics.layer_table`
+(the pipeline's ``layers_<stage>.csv`` artifacts). Nothing here touches Streamlit, the store
+or a model, so every figure is unit-tested on hand-made frames.
+
+Units: accuracies are plotted in percent; FLOPs, parameters and bytes are plotted as they
+are measured (Plotly's SI tick labels make them readable), so a point's ``x`` is exactly the
+stored number.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+BEFORE, AFTER = "before", "after"
+
+#: x-axis choices of the accuracy trade-off chart: column -> (axis title, how it was measured).
+TRADEOFF_METRICS: dict[str, tuple[str, str]] = {
+    "dense_flops": ("Dense FLOPs per image",
+                    "torch FlopCounterMode, batch 1, every matmul counted dense (attention included), 2 x MACs"),
+    "effective_flops": ("Effective FLOPs per image",
+                        "dense FLOPs with each linear layer's share scaled by its weight density "
+                        "(what a sparse kernel could reach)"),
+    "nonzero_params": ("Nonzero parameters", "count_nonzero over every parameter"),
+    "size_bytes": ("Size on disk (bytes)",
+                   "the smaller of the two files really written: dense fp32 safetensors, or the "
+                   "bitmask + values sparse form"),
+}
+
+COLORS = {"before": "#6e7781", "after": "#1f6feb", "pruned": "#d29922", "control": "#8250df",
+          "frontier": "#cf222e"}
+PRUNE_COLUMNS = ("head_ratio", "mlp_ratio", "rank_ratio", "energy", "sparsity")
+
+
+# ----------------------------------------------------------------------------- formatting
+def fmt_si(value: Any, unit: str = "") -> str:
+    """``92_700_000 -> '92.7 M'``; missing values -> an en dash."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "–"
+    if not math.isfinite(v):
+        return "–"
+    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:.3g} {suffix}{unit}"
+    return f"{v:.3g} {unit}".rstrip()
+
+
+def fmt_pct(value: Any, digits: int = 1) -> str:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "–"
+    return "–" if not math.isfinite(v) else f"{100 * v:.{digits}f}%"
+
+
+def short_module(name: str) -> str:
+    """``layers.0.blocks.1.attn.qkv -> s0.b1.qkv``; other names are kept."""
+    m = re.match(r"^layers\.(\d+)\.blocks\.(\d+)\.(?:attn|mlp)(?:\.(.+))?$", str(name))
+    if m:
+        return f"s{m.group(1)}.b{m.group(2)}" + (f".{m.group(3)}" if m.group(3) else ".attn")
+    m = re.match(r"^layers\.(\d+)\.(.+)$", str(name))
+    if m:
+        return f"s{m.group(1)}.{m.group(2)}"
+    return str(name)
+
+
+def _num(s: Any) -> pd.Series:
+    return pd.to_numeric(s, errors="coerce")
+
+
+# ----------------------------------------------------------------------------- frames
+def with_size(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Add ``size_bytes``: the smaller of the dense and the sparse file size of each row."""
+    df = metrics.copy()
+    dense = _num(df["size_dense_bytes"]) if "size_dense_bytes" in df else pd.Series(np.nan, index=df.index)
+    sparse = _num(df["size_sparse_bytes"]) if "size_sparse_bytes" in df else pd.Series(np.nan, index=df.index)
+    df["size_bytes"] = pd.concat([dense, sparse], axis=1).min(axis=1, skipna=True)
+    return df
+
+
+def stage_pairs(metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per run holding both a ``before`` and an ``after`` row: ``<col>_before`` / ``<col>_after``."""
+    df = with_size(metrics)
+    cols = ["top1", "top5", "dense_flops", "effective_flops", "params", "nonzero_params", "size_bytes",
+            "size_dense_bytes", "size_sparse_bytes", "latency_ms_b1", "latency_ms_batch"]
+    cols = [c for c in cols if c in df.columns]
+    b = df[df["stage"] == BEFORE].drop_duplicates("run_id").set_index("run_id")[cols]
+    a = df[df["stage"] == AFTER].drop_duplicates("run_id").set_index("run_id")
+    names = a["name"] if "name" in a else pd.Series(dtype=object)
+    a = a[cols]
+    both = b.join(a, how="inner", lsuffix="_before", rsuffix="_after")
+    both.insert(0, "name", names.reindex(both.index))
+    for c in cols:
+        both[f"{c}_before"] = _num(both[f"{c}_before"])
+        both[f"{c}_after"] = _num(both[f"{c}_after"])
+    return both.reset_index()
+
+
+def summarize_runs(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
+    """The Home page's runs table: one row per run, newest first.
+
+    Columns: ``id, name, status, stage, progress, dataset, model, img_size`` + the pruning
+    ratios + ``top1_before, top1_after, top1_delta, dense_flops_reduction,
+    effective_flops_reduction, size_reduction, duration_s, created, error``. Reductions are
+    fractions removed (``1 - after / before``); size compares the smaller file of each stage.
+    """
+    cols = ["id", "name", "status", "stage", "progress", "dataset", "model", "img_size", *PRUNE_COLUMNS,
+            "top1_before", "top1_after", "top1_delta", "dense_flops_reduction", "effective_flops_reduction",
+            "size_reduction", "duration_s", "created", "error"]
+    if runs is None or runs.empty:
+        return pd.DataFrame(columns=cols)
+    out = runs.copy()
+    for c in cols:
+        if c not in out.columns:
+            out[c] = np.nan
+    m = with_size(metrics) if metrics is not None and not metrics.empty else None
+    if m is not None:
+        def col(stage: str, c: str) -> pd.Series:
+            rows = m[m["stage"] == stage].drop_duplicates("run_id").set_index("run_id")
+            return out["id"].map(_num(rows[c])) if c in rows else pd.Series(np.nan, index=out.index)
+
+        out["top1_before"] = col(BEFORE, "top1")
+        out["top1_after"] = col(AFTER, "top1")
+        out["top1_delta"] = out["top1_after"] - out["top1_before"]
+        out["dense_flops_reduction"] = 1 - col(AFTER, "dense_flops") / col(BEFORE, "dense_flops")
+        out["effective_flops_reduction"] = 1 - col(AFTER, "effective_flops") / col(BEFORE, "effective_flops")
+        out["size_reduction"] = 1 - col(AFTER, "size_bytes") / col(BEFORE, "size_bytes")
+    for c in ("progress", "top1_before", "top1_after", "top1_delta", "dense_flops_reduction",
+              "effective_flops_reduction", "size_reduction", "duration_s", *PRUNE_COLUMNS):
+        out[c] = _num(out[c])
+    return out[cols].reset_index(drop=True)
+
+
+def tradeoff_points(metrics: pd.DataFrame, x: str = "effective_flops",
+                    stages: tuple[str, ...] = (BEFORE, AFTER)) -> pd.DataFrame:
+    """``run_id, name, stage, x, top1`` of every measured (run, stage) with both numbers."""
+    if x not in TRADEOFF_METRICS:
+        raise ValueError(f"unknown trade-off metric {x!r}; use one of {list(TRADEOFF_METRICS)}")
+    cols = ["run_id", "name", "stage", "x", "top1"]
+    if metrics is None or metrics.empty:
+        return pd.DataFrame(columns=cols)
+    df = with_size(metrics)
+    df = df[df["stage"].isin(stages)].copy()
+    df["x"] = _num(df[x])
+    df["top1"] = _num(df["top1"])
+    df = df.dropna(subset=["x", "top1"])
+    return df[cols].reset_index(drop=True)
+
+
+def pareto_front(points: pd.DataFrame, x: str = "x", y: str = "top1") -> pd.DataFrame:
+    """The points no other point beats (lower or equal ``x`` and higher or equal ``y``,
+    one strictly), sorted by ``x``. Ties in both keep the first."""
+    if points is None or points.empty:
+        return points.iloc[0:0] if points is not None else pd.DataFrame()
+    p = points.dropna(subset=[x, y]).sort_values([x, y], ascending=[True, False], kind="stable")
+    keep, best = [], -math.inf
+    for idx, yy in zip(p.index, p[y]):
+        if yy > best:
+            keep.append(idx)
+            best = yy
+    return p.loc[keep]
+
+
+def tradeoff_figure(metrics: pd.DataFrame, x: str = "effective_flops", title: str | None = None,
+                    height: int = 420) -> go.Figure:
+    """Accuracy against ``x`` (a key of :data:`TRADEOFF_METRICS`).
+
+    Traces (by ``name``): ``baseline (before)`` stars, ``pruned (after)`` dots, ``Pareto
+    frontier`` (a staircase through the non-dominated points of both). Every run that has
+    both points gets an arrow from its baseline to its pruned model (layout annotations).
+    """
+    label, how = TRADEOFF_METRICS[x]
+    pts = tradeoff_points(metrics, x)
+    fig = go.Figure()
+    hover = "%{customdata[0]}<br>%{customdata[1]}<br>" + label + ": %{x:.4s}<br>top-1: %{y:.2f}%<extra></extra>"
+    for stage, trace_name, symbol, size in ((BEFORE, "baseline (before)", "star", 15),
+                                             (AFTER, "pruned (after)", "circle", 11)):
+        s = pts[pts["stage"] == stage]
+        fig.add_trace(go.Scatter(
+            x=s["x"].tolist(), y=(s["top1"] * 100).tolist(), mode="markers", name=trace_name,
+            marker=dict(symbol=symbol, size=size, color=COLORS[stage], line=dict(width=1, color="white")),
+            customdata=s[["name", "run_id"]].values.tolist(), hovertemplate=hover))
+    front = pareto_front(pts)
+    fig.add_trace(go.Scatter(
+        x=front["x"].tolist(), y=(front["top1"] * 100).tolist(), mode="lines+markers", name="Pareto frontier",
+        line=dict(color=COLORS["frontier"], dash="dash", shape="hv", width=2),
+        marker=dict(symbol="circle-open", size=18, color=COLORS["frontier"], line=dict(width=2)),
+        customdata=front[["name", "run_id"]].values.tolist(), hovertemplate=hover))
+    b = pts[pts["stage"] == BEFORE].drop_duplicates("run_id").set_index("run_id")
+    a = pts[pts["stage"] == AFTER].drop_duplicates("run_id").set_index("run_id")
+    for rid in a.index.intersection(b.index):
+        fig.add_annotation(x=float(a.at[rid, "x"]), y=float(a.at[rid, "top1"]) * 100,
+                           ax=float(b.at[rid, "x"]), ay=float(b.at[rid, "top1"]) * 100,
+                           xref="x", yref="y", axref="x", ayref="y", text="", showarrow=True,
+                           arrowhead=3, arrowsize=1.2, arrowwidth=1.5, arrowcolor="rgba(31,111,235,0.55)",
+                           standoff=6, startstandoff=8)
+    fig.update_layout(
+        title=title or f"Top-1 accuracy vs {label.lower()}", height=height, margin=dict(l=10, r=10, t=50, b=10),
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+        xaxis=dict(title=label, tickformat="~s", rangemode="tozero"),
+        yaxis=dict(title="test top-1 (%)"), meta={"metric": x, "measured": how})
+    if pts.empty:
+        fig.add_annotation(text="No finished runs yet", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+    return fig
+
+
+def speedup_points(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per run: dense and effective FLOP reduction factors (before / after) and measured speedups."""
+    cols = ["run_id", "name", "dense_reduction", "effective_reduction", "speedup_b1", "speedup_batch"]
+    if metrics is None or metrics.empty:
+        return pd.DataFrame(columns=cols)
+    p = stage_pairs(metrics)
+    if p.empty:
+        return pd.DataFrame(columns=cols)
+    out = pd.DataFrame({"run_id": p["run_id"], "name": p["name"]})
+    out["dense_reduction"] = p["dense_flops_before"] / p["dense_flops_after"]
+    out["effective_reduction"] = p["effective_flops_before"] / p["effective_flops_after"]
+    out["speedup_b1"] = (p["latency_ms_b1_before"] / p["latency_ms_b1_after"]
+                         if "latency_ms_b1_before" in p else np.nan)
+    out["speedup_batch"] = (p["latency_ms_batch_before"] / p["latency_ms_batch_after"]
+                            if "latency_ms_batch_before" in p else np.nan)
+    return out[cols]
+
+
+def speedup_figure(metrics: pd.DataFrame, height: int = 400) -> go.Figure:
+    """Measured speedup (batch 1 latency, before / after) against the FLOP reduction factor.
+
+    Two traces share the y: the dense and the effective FLOP reduction; the ``ideal`` line is
+    speedup = reduction. Dense kernels cannot turn zeros into speed, so the effective points
+    usually sit far right of the measured speedup.
+    """
+    pts = speedup_points(metrics).dropna(subset=["speedup_b1"])
+    fig = go.Figure()
+    hover = "%{customdata[0]}<br>FLOPs / %{x:.2f}<br>speedup x%{y:.2f}<extra></extra>"
+    for col, name, symbol in (("dense_reduction", "vs dense FLOP reduction", "circle"),
+                              ("effective_reduction", "vs effective FLOP reduction", "diamond")):
+        s = pts.dropna(subset=[col])
+        fig.add_trace(go.Scatter(x=s[col].tolist(), y=s["speedup_b1"].tolist(), mode="markers", name=name,
+                                 marker=dict(symbol=symbol, size=11),
+                                 customdata=s[["name", "run_id"]].values.tolist(), hovertemplate=hover))
+    hi = max([1.0, *pts["dense_reduction"].dropna().tolist(), *pts["effective_reduction"].dropna().tolist(),
+              *pts["speedup_b1"].dropna().tolist()]) * 1.1
+    fig.add_trace(go.Scatter(x=[1.0, hi], y=[1.0, hi], mode="lines", name="ideal (speedup = reduction)",
+                             line=dict(color="#8c959f", dash="dot"), hoverinfo="skip"))
+    fig.update_layout(title="Measured speedup (batch 1) vs FLOP reduction", height=height,
+                      margin=dict(l=10, r=10, t=50, b=10),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+                      xaxis=dict(title="FLOP reduction (before / after)"),
+                      yaxis=dict(title="speedup (latency before / after)"))
+    if pts.empty:
+        fig.add_annotation(text="No run with latency measured before and after", showarrow=False,
+                           xref="paper", yref="paper", x=0.5, y=0.5)
+    return fig
+
+
+# ----------------------------------------------------------------------------- live progress
+def progress_curves(progress: pd.DataFrame) -> pd.DataFrame:
+    """Training rows of a run's ``progress_df`` with ``epoch_x`` (fractional epoch)."""
+    cols = ["stage", "epoch_x", "loss", "accuracy", "images_per_s"]
+    if progress is None or progress.empty:
+        return pd.DataFrame(columns=cols)
+    df = progress.copy()
+    df = df[_num(df["epoch"]).notna()]
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    steps = _num(df["steps"]).replace(0, np.nan)
+    frac = (_num(df["step"]) / steps).fillna(0.0)
+    df["epoch_x"] = _num(df["epoch"]) - 1 + frac
+    return df[cols].reset_index(drop=True)
+
+
+def progress_figure(progress: pd.DataFrame, height: int = 300) -> go.Figure:
+    """Training loss and accuracy by (fractional) epoch, one line per training stage."""
+    cur = progress_curves(progress)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", "training accuracy (%)"))
+    palette = {"baseline": "#1f6feb", "finetune": "#2da44e", "control": "#8250df"}
+    for stage, s in cur.groupby("stage", sort=False):
+        color = palette.get(stage, "#6e7781")
+        fig.add_trace(go.Scatter(x=s["epoch_x"].tolist(), y=_num(s["loss"]).tolist(), mode="lines+markers",
+                                 name=f"{stage}", legendgroup=stage, line=dict(color=color)), row=1, col=1)
+        fig.add_trace(go.Scatter(x=s["epoch_x"].tolist(), y=(_num(s["accuracy"]) * 100).tolist(),
+                                 mode="lines+markers", name=f"{stage}", legendgroup=stage, showlegend=False,
+                                 line=dict(color=color)), row=1, col=2)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.1, xanchor="right", x=1.0))
+    return fig
+
+
+# ----------------------------------------------------------------------------- per-layer pictures
+_ATTN = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.attn$")
+
+
+def heads_matrix(layers: pd.DataFrame) -> pd.DataFrame:
+    """``stage, block, heads_kept, heads_total, kept_fraction`` of every attention module."""
+    cols = ["stage", "block", "heads_kept", "heads_total", "kept_fraction"]
+    if layers is None or layers.empty:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for _, r in layers[layers["kind"] == "attn"].iterrows():
+        m = _ATTN.match(str(r["module"]))
+        if not m:
+            continue
+        kept, total = _num(pd.Series([r["heads_kept"]]))[0], _num(pd.Series([r["heads_total"]]))[0]
+        rows.append({"stage": int(m.group(1)), "block": int(m.group(2)), "heads_kept": kept,
+                     "heads_total": total, "kept_fraction": kept / total if total else np.nan})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def heads_heatmap(layers: pd.DataFrame, height: int = 260) -> go.Figure:
+    """Heads kept per block: rows are stages, columns blocks; colour = fraction kept, text = kept/total."""
+    hm = heads_matrix(layers)
+    fig = go.Figure()
+    if not hm.empty:
+        stages = sorted(hm["stage"].unique())
+        blocks = sorted(hm["block"].unique())
+        z = [[np.nan] * len(blocks) for _ in stages]
+        text = [[""] * len(blocks) for _ in stages]
+        for _, r in hm.iterrows():
+            i, j = stages.index(r["stage"]), blocks.index(r["block"])
+            z[i][j] = float(r["kept_fraction"])
+            text[i][j] = f"{int(r['heads_kept'])}/{int(r['heads_total'])}"
+        fig.add_trace(go.Heatmap(
+            z=z, x=[f"block {b}" for b in blocks], y=[f"stage {s}" for s in stages], text=text,
+            texttemplate="%{text}", zmin=0, zmax=1, colorscale="Blues",
+            colorbar=dict(title="kept", tickformat=".0%"),
+            hovertemplate="%{y}, %{x}: %{text} heads kept<extra></extra>"))
+        fig.update_yaxes(autorange="reversed")
+    else:
+        fig.add_annotation(text="No attention layers in the table", showarrow=False, xref="paper", yref="paper",
+                           x=0.5, y=0.5)
+    fig.update_layout(title="Attention heads kept per block", height=height, margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+LINEAR_KINDS = ("qkv", "proj", "fc1", "fc2", "reduction", "head", "linear")
+
+
+def linear_table(layers: pd.DataFrame) -> pd.DataFrame:
+    """``module, label, kind, rank, full_rank, rank_fraction, density`` of every linear layer."""
+    cols = ["module", "label", "kind", "rank", "full_rank", "rank_fraction", "density"]
+    if layers is None or layers.empty:
+        return pd.DataFrame(columns=cols)
+    df = layers[layers["kind"].isin(LINEAR_KINDS)].copy()
+    df["rank"] = _num(df["rank"])
+    df["full_rank"] = _num(df["full_rank"])
+    df["rank_fraction"] = df["rank"] / df["full_rank"]
+    df["density"] = _num(df["density"])
+    df["label"] = [short_module(m) for m in df["module"]]
+    return df[cols].reset_index(drop=True)
+
+
+def linear_bars(layers: pd.DataFrame, height: int = 340) -> go.Figure:
+    """Per linear layer: the rank kept (rank / full rank) and the weight density, side by side."""
+    lt = linear_table(layers)
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=lt["label"].tolist(), y=lt["rank_fraction"].tolist(), name="rank / full rank",
+                         customdata=lt[["rank", "full_rank", "module"]].values.tolist(),
+                         hovertemplate="%{customdata[2]}<br>rank %{customdata[0]} of %{customdata[1]}<extra></extra>"))
+    fig.add_trace(go.Bar(x=lt["label"].tolist(), y=lt["density"].tolist(), name="weight density (nonzero)",
+                         customdata=lt[["module"]].values.tolist(),
+                         hovertemplate="%{customdata[0]}<br>density %{y:.1%}<extra></extra>"))
+    fig.update_layout(title="Rank and density per linear layer", barmode="group", height=height,
+                      margin=dict(l=10, r=10, t=50, b=10), yaxis=dict(range=[0, 1.05], tickformat=".0%"),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
+    return fig
+
+
+# ----------------------------------------------------------------------------- metrics table
+METRICS_TABLE_COLUMNS = ["run_id", "name", "status", "stage", "top1", "top5", "dense_flops", "effective_flops",
+                         "params", "nonzero_params", "size_dense_bytes", "size_sparse_bytes", "latency_ms_b1",
+                         "latency_ms_batch", "flops_ratio", "params_ratio", "size_ratio", "speedup_b1",
+                         "top1_delta", "model", "dataset", "img_size", *PRUNE_COLUMNS, "device"]
+
+
+def metrics_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The Results page's metrics table (store columns in a fixed, readable order)."""
+    if metrics is None or metrics.empty:
+        return pd.DataFrame(columns=METRICS_TABLE_COLUMNS)
+    df = metrics.copy()
+    for c in METRICS_TABLE_COLUMNS:
+        if c not in df.columns:
+            df[c] = np.nan
+    return df[METRICS_TABLE_COLUMNS].reset_index(drop=True)

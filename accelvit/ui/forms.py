@@ -1,0 +1,406 @@
+"""The Experiment form without Streamlit: defaults, config building, validation by field,
+data-file checks, uploaded weights, the quick demo, and the cost estimate before launching.
+
+The page keeps its widget values in a flat dict keyed by the config field each one sets
+(``"data.img_size"``, ``"train.lr"``, ``"prune.head_ratio"``...). :func:`validate_form`
+turns that dict into an :class:`~accelvit.pipeline.ExperimentConfig` (or a
+:class:`~accelvit.pipeline.SweepConfig`) plus ``{field: message}`` errors, where ``field`` is
+the :class:`~accelvit.errors.ConfigError` field, so the page shows each message under the
+widget that set it (:func:`slot_of`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..data import DataConfig
+from ..errors import AccelvitError, ConfigError, InputError
+from ..prune.config import PruneConfig
+from ..train import TrainConfig
+
+# ----------------------------------------------------------------------------- choices
+DATASET_LABELS = {
+    "digits": "digits (embedded, offline)",
+    "cifar10": "CIFAR-10",
+    "caltech101": "Caltech-101",
+    "folder": "image folder",
+}
+NUM_CLASSES = {"digits": 10, "cifar10": 10, "caltech101": 101}
+MODEL_SOURCES = {
+    "scratch": "scratch config (trained here)",
+    "timm": "timm Swin (pretrained or your weights)",
+    "checkpoint": "saved model folder (no training)",
+}
+TIMM_WEIGHTS = {
+    "pretrained": "pretrained from the Hugging Face hub (needs network)",
+    "upload": "upload a weights file (.safetensors / .pth)",
+    "random": "random initialisation",
+}
+SVD_MODES = {"off": "off", "rank": "rank ratio", "energy": "energy"}
+SWEEP_KEYS = ("head_ratio", "mlp_ratio", "rank_ratio", "sparsity")
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+MAX_WEIGHTS_BYTES = 2 * 1024**3
+
+#: The Experiment page's defaults: swin_micro at 32 px, 20 epochs on digits (~97% baseline
+#: top-1), pruned by half the heads, SVD keeping half the weights and 50% IHT sparsity.
+DEFAULTS: dict[str, Any] = {
+    "name": "",
+    "data.dataset": "digits",
+    "data.root": "",
+    "data.download": False,
+    "data.img_size": 32,
+    "data.batch_size": 64,
+    "data.subset": 0,
+    "model_source": "scratch",
+    "model": "swin_micro",
+    "timm_model": "swin_tiny_patch4_window7_224",
+    "timm_weights": "pretrained",
+    "weights_path": None,
+    "baseline_checkpoint": "",
+    "train.epochs": 20,
+    "train.lr": 2e-3,
+    "finetune.epochs": 3,
+    "finetune.lr": 5e-4,
+    "device": "auto",
+    "prune.head_ratio": 0.5,
+    "prune.head_criterion": "taylor",
+    "prune.mlp_ratio": 0.0,
+    "prune.mlp_criterion": "taylor",
+    "svd_mode": "rank",
+    "prune.rank_ratio": 0.5,
+    "prune.energy": 0.9,
+    "prune.activation_aware": False,
+    "prune.sparsity": 0.5,
+    "prune.iht_interval": 16,
+    "prune.iht_ramp_frac": 0.7,
+    "control": False,
+    "measure_latency": True,
+    "seed": 0,
+    "sweep": False,
+    **{f"sweep.{k}": "" for k in SWEEP_KEYS},
+}
+
+#: The one-click demo: the same recipe at a tiny scale (swin_micro at 16 px, 6 + 2 epochs),
+#: about half a minute on two CPU cores.
+QUICK_DEMO: dict[str, Any] = {
+    "name": "quick demo",
+    "data": {"dataset": "digits", "img_size": 16, "batch_size": 32},
+    "model": "swin_micro",
+    "train": {"epochs": 6, "lr": 2e-3},
+    "finetune": {"epochs": 2, "lr": 1e-3, "warmup_frac": 0.1},
+    "prune": {"head_ratio": 0.5, "rank_ratio": 0.5, "sparsity": 0.5},
+    "device": "auto",
+}
+
+
+def quick_demo_config() -> Any:
+    from ..pipeline import ExperimentConfig
+
+    return ExperimentConfig.from_dict(copy.deepcopy(QUICK_DEMO)).validate()
+
+
+# ----------------------------------------------------------------------------- building
+@dataclass
+class FormResult:
+    """What the form describes: a config or a sweep (None when invalid) and errors by field."""
+
+    config: Any = None
+    sweep: Any = None
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and self.config is not None
+
+
+def _int_or_none(v: Any) -> int | None:
+    if v in (None, "", 0):
+        return None
+    return int(v)
+
+
+def model_name(values: dict[str, Any]) -> str:
+    src = values.get("model_source", "scratch")
+    return values.get("timm_model") if src == "timm" else values.get("model")
+
+
+def build_config(values: dict[str, Any]) -> Any:
+    """The ExperimentConfig the widget values describe (not validated)."""
+    from ..pipeline import ExperimentConfig
+
+    v = {**DEFAULTS, **values}
+    src = v["model_source"]
+    dataset = v["data.dataset"]
+    data = DataConfig(
+        dataset=dataset, root=(str(v["data.root"]).strip() or None) if dataset != "digits" else None,
+        img_size=int(v["data.img_size"]), batch_size=int(v["data.batch_size"]),
+        subset=_int_or_none(v["data.subset"]),
+        download=bool(v["data.download"]) and dataset in ("cifar10", "caltech101"))
+    mode = v["svd_mode"]
+    prune = PruneConfig(
+        head_ratio=float(v["prune.head_ratio"]), head_criterion=v["prune.head_criterion"],
+        mlp_ratio=float(v["prune.mlp_ratio"]), mlp_criterion=v["prune.mlp_criterion"],
+        rank_ratio=float(v["prune.rank_ratio"]) if mode == "rank" else None,
+        energy=float(v["prune.energy"]) if mode == "energy" else None,
+        activation_aware=bool(v["prune.activation_aware"]),
+        sparsity=float(v["prune.sparsity"]), iht_interval=int(v["prune.iht_interval"]),
+        iht_ramp_frac=float(v["prune.iht_ramp_frac"]))
+    train = TrainConfig(epochs=int(v["train.epochs"]), lr=float(v["train.lr"]))
+    finetune = TrainConfig(epochs=int(v["finetune.epochs"]), lr=float(v["finetune.lr"]), warmup_frac=0.1)
+    cfg = ExperimentConfig(
+        name=str(v["name"] or "").strip(), data=data, model=str(model_name(v) or ""), train=train,
+        finetune=finetune, prune=prune, device=str(v["device"]), seed=int(v["seed"]),
+        measure_latency=bool(v["measure_latency"]), control=bool(v["control"]))
+    if src == "timm":
+        cfg.pretrained = v["timm_weights"] == "pretrained"
+        cfg.weights_path = v["weights_path"] if v["timm_weights"] == "upload" else None
+    elif src == "checkpoint":
+        cfg.baseline_checkpoint = str(v["baseline_checkpoint"] or "").strip() or None
+    return cfg
+
+
+def parse_values(text: str, key: str) -> list[float | None]:
+    """``"0.25, 0.5 0.75"`` -> ``[0.25, 0.5, 0.75]``; ``none``/``off`` allowed for rank_ratio."""
+    items = [t for t in re.split(r"[,;\s]+", str(text or "").strip()) if t]
+    out: list[float | None] = []
+    for t in items:
+        if t.lower() in ("none", "off", "null") and key == "rank_ratio":
+            out.append(None)
+            continue
+        try:
+            out.append(float(t))
+        except ValueError:
+            raise ConfigError(f"sweep.{key}", f"{t!r} is not a number; give values separated by commas, "
+                                              "e.g. 0.25, 0.5, 0.75.") from None
+    return out
+
+
+def _collect(errors: dict[str, str], prefix: str, fn: Any) -> None:
+    try:
+        fn()
+    except ConfigError as exc:
+        f = exc.field if exc.field.startswith(prefix) or not prefix else f"{prefix}{exc.field}"
+        errors.setdefault(f, _message(exc))
+    except AccelvitError as exc:
+        errors.setdefault(prefix.rstrip(".") or "config", str(exc))
+
+
+def _message(exc: ConfigError) -> str:
+    msg = str(exc)
+    head = f"{exc.field}: "
+    return msg[len(head):] if msg.startswith(head) else msg
+
+
+def validate_form(values: dict[str, Any]) -> FormResult:
+    """Build and validate. Collects one message per field from every section it can check."""
+    from ..pipeline import SweepConfig
+
+    v = {**DEFAULTS, **values}
+    res = FormResult()
+    try:
+        cfg = build_config(v)
+    except (TypeError, ValueError) as exc:
+        res.errors["config"] = f"A value could not be read: {exc}"
+        return res
+    errors: dict[str, str] = {}
+    if v["model_source"] == "timm" and v["timm_weights"] == "upload" and not v.get("weights_path"):
+        errors["weights_path"] = "Upload a weights file (.safetensors or .pth), or choose another weights option."
+    if v["model_source"] == "checkpoint" and not cfg.baseline_checkpoint:
+        errors["baseline_checkpoint"] = "Give the path of a saved model folder (model.safetensors + accelvit.json)."
+    _collect(errors, "data.", cfg.data.validate)
+    if "data.root" not in errors and "data.dataset" not in errors:
+        missing = check_data_files(cfg.data.dataset, cfg.data.root, cfg.data.download)
+        if missing:
+            errors["data.root"] = missing
+    _collect(errors, "train.", lambda: dataclasses.replace(cfg.train, device="cpu").validate())
+    _collect(errors, "finetune.", lambda: dataclasses.replace(cfg.finetune, device="cpu").validate())
+    _collect(errors, "prune.", cfg.prune.validate)
+    if not errors:
+        _collect(errors, "", cfg.validate)
+    sweep = None
+    if v["sweep"]:
+        grid: dict[str, list[Any]] = {}
+        for key in SWEEP_KEYS:
+            try:
+                vals = parse_values(v.get(f"sweep.{key}", ""), key)
+            except ConfigError as exc:
+                errors[exc.field] = _message(exc)
+                continue
+            for val in vals:
+                try:
+                    trial = dataclasses.replace(cfg.prune, **{key: val})
+                    if key == "rank_ratio" and val is not None:
+                        trial = dataclasses.replace(trial, energy=None)
+                    trial.validate()
+                except ConfigError as exc:
+                    errors.setdefault(f"sweep.{key}", f"{val!r}: {_message(exc)}")
+                    break
+            if vals:
+                grid[key] = vals
+        if not grid and not any(k.startswith("sweep.") for k in errors):
+            errors["sweep"] = "Give the values of at least one ratio to sweep over (e.g. head ratio: 0.25, 0.5, 0.75)."
+        if grid and not errors:
+            if "rank_ratio" in grid:
+                cfg.prune.energy = None
+            sweep = SweepConfig(base=cfg, grid=grid, name=cfg.name or "sweep")
+            _collect(errors, "", sweep.expand)
+    res.errors = errors
+    if not errors:
+        res.config = cfg
+        res.sweep = sweep
+    return res
+
+
+#: Where a ConfigError field is shown on the page (widget slot); the rest go to ``general``.
+SLOTS = ("name", "data.dataset", "data.root", "data.img_size", "data.batch_size", "data.subset", "model",
+         "weights_path", "baseline_checkpoint", "train.epochs", "train.lr", "finetune.epochs", "finetune.lr",
+         "device", "prune.head_ratio", "prune.head_criterion", "prune.mlp_ratio", "prune.mlp_criterion",
+         "prune.rank_ratio", "prune.energy", "prune.activation_aware", "prune.sparsity", "prune.iht_interval",
+         "prune.iht_ramp_frac", "seed", "sweep", *(f"sweep.{k}" for k in SWEEP_KEYS))
+
+
+def slot_of(field_name: str) -> str:
+    """The widget slot a ConfigError field is shown under (``general`` when none fits)."""
+    if field_name in SLOTS:
+        return field_name
+    aliases = {"pretrained": "model", "data.download": "data.root", "data.eval_subset": "data.subset",
+               "prune.svd_layers": "prune.rank_ratio", "prune.iht_layers": "prune.sparsity",
+               "prune.iht_scope": "prune.sparsity", "prune.calib_batches": "prune.head_criterion",
+               "prune.stage_head_ratios": "prune.head_ratio"}
+    if field_name in aliases:
+        return aliases[field_name]
+    if field_name.startswith("grid.") or field_name.startswith("variants"):
+        return "sweep"
+    for prefix in ("train.", "finetune."):
+        if field_name.startswith(prefix):
+            return prefix + "lr"
+    return "general"
+
+
+# ----------------------------------------------------------------------------- data files
+def check_data_files(dataset: str, root: str | None, download: bool = False) -> str | None:
+    """A clear message when the files a data set needs are missing (None when they look present).
+
+    Mirrors what :func:`accelvit.data.load_data` will look for, without loading anything.
+    """
+    if dataset == "digits":
+        return None
+    if dataset == "cifar10":
+        base = Path(root or "data/cifar10").expanduser()
+        folder = base / "cifar-10-batches-py"
+        if download or (folder / "data_batch_1").exists():
+            return None
+        return (f"CIFAR-10 not found: {folder}/data_batch_1 does not exist. Put the extracted 'CIFAR-10 python "
+                "version' archive there, point the data folder at the folder holding cifar-10-batches-py, or "
+                "tick 'download' (needs network).")
+    if dataset == "caltech101":
+        base = Path(root or "data").expanduser()
+        cats = base / "caltech101" / "101_ObjectCategories"
+        if download or cats.is_dir():
+            return None
+        return (f"Caltech-101 not found: {cats} does not exist. Unpack Caltech-101 so that "
+                f"{cats}/<class>/image_0001.jpg exists, or tick 'download' (needs network).")
+    if dataset == "folder":
+        if not root:
+            return "Give the path of an image folder tree (<folder>/<class>/<image>.jpg)."
+        p = Path(root).expanduser()
+        if not p.is_dir():
+            return f"{p} does not exist or is not a folder. Expected {p}/<class>/<image>.jpg."
+        trees = [p / s for s in ("train",) if (p / s).is_dir()] or [p]
+        classes = [d for d in trees[0].iterdir() if d.is_dir() and not d.name.startswith(".")]
+        if not classes:
+            return (f"{trees[0]} has no class sub-folders. Expected {trees[0]}/<class>/<image>.jpg with one "
+                    "sub-folder per class.")
+        return None
+    return f"Unknown data set {dataset!r}."
+
+
+def num_classes_of(dataset: str, root: str | None) -> int:
+    """Number of classes (for the cost estimate; folder trees are counted, 10 when unreadable)."""
+    if dataset in NUM_CLASSES:
+        return NUM_CLASSES[dataset]
+    try:
+        p = Path(root or "").expanduser()
+        tree = p / "train" if (p / "train").is_dir() else p
+        n = sum(1 for d in tree.iterdir() if d.is_dir() and not d.name.startswith("."))
+        return max(n, 1)
+    except OSError:
+        return 10
+
+
+# ----------------------------------------------------------------------------- uploads
+def save_weights_upload(name: str, data: bytes, home: str | Path, max_bytes: int = MAX_WEIGHTS_BYTES) -> Path:
+    """Store an uploaded weights file under ``<home>/uploads/`` (content-addressed); its path.
+
+    Raises InputError for a wrong suffix, an empty or oversized file.
+    """
+    suffix = Path(name).suffix.lower()
+    if suffix not in WEIGHT_SUFFIXES:
+        raise InputError(f"{name} is not a weights file: expected one of {', '.join(WEIGHT_SUFFIXES)}.")
+    if not data:
+        raise InputError(f"{name} is empty.")
+    if len(data) > max_bytes:
+        raise InputError(f"{name} is {len(data) / 1e6:.0f} MB; at most {max_bytes / 1e6:.0f} MB is accepted.")
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(name).name)
+    out = Path(home) / "uploads" / f"{digest}-{safe}"
+    if not out.exists():
+        from ..serialize import atomic_write_bytes
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out, data)
+    return out
+
+
+# ----------------------------------------------------------------------------- cost estimate
+ESTIMATE_NOTE = ("Estimated on an untrained copy: the data-free l1 criterion stands in for taylor and plain SVD "
+                 "for activation-aware SVD, and the IHT sparsity is applied by magnitude per layer. Structural "
+                 "counts (heads, widths, ranks) match what the run will remove when heads are ranked uniformly; "
+                 "with global ranking or an energy threshold the per-layer split depends on the trained weights.")
+
+
+def estimate_cost(config: Any) -> dict[str, Any]:
+    """Dense/effective FLOPs and (nonzero) params before and after pruning, from a pruned copy.
+
+    ``config`` is an ExperimentConfig (validated). Returns ``{"before": {...}, "after": {...},
+    "note": str}`` where each side holds ``dense_flops, effective_flops, params, nonzero_params``
+    from :func:`accelvit.metrics.measure` (no latency, no thop, no files written).
+    """
+    import torch
+
+    from .. import serialize
+    from ..metrics import measure
+    from ..models import build_model
+    from ..prune import prune
+    from ..prune.sparse import iht_targets, topk_mask
+
+    pc = config.prune
+    if config.baseline_checkpoint:
+        model, _ = serialize.load(Path(config.baseline_checkpoint).expanduser())
+    else:
+        n = num_classes_of(config.data.dataset, config.data.root)
+        model = build_model(config.model, n, img_size=config.data.img_size)
+    model.eval()
+    keys = ("dense_flops", "effective_flops", "params", "nonzero_params")
+    size = (3, config.data.img_size, config.data.img_size)
+    before = measure(model, size, latency=False, thop=False, size=False).to_dict()
+    est = dataclasses.replace(
+        pc, head_criterion="l1" if pc.head_criterion == "taylor" else pc.head_criterion,
+        mlp_criterion="l1" if pc.mlp_criterion == "taylor" else pc.mlp_criterion, activation_aware=False)
+    pruned = copy.deepcopy(model)
+    pruned, _report = prune(pruned, est, None)
+    if pc.sparsity > 0:
+        params = dict(pruned.named_parameters())
+        with torch.no_grad():
+            for name in iht_targets(pruned, tuple(pc.iht_layers)):
+                w = params[name]
+                keep = int(round((1 - pc.sparsity) * w.numel()))
+                w.mul_(topk_mask(w, keep))
+    after = measure(pruned, size, latency=False, thop=False, size=False).to_dict()
+    return {"before": {k: before[k] for k in keys}, "after": {k: after[k] for k in keys}, "note": ESTIMATE_NOTE}

@@ -1,0 +1,77 @@
+"""Server-wide resources of the dashboard (the only Streamlit-aware state besides pages).
+
+One job manager per server and store folder, shared by every session and page through
+``st.cache_resource``; everything else a page shows is read from the run store, so a reload
+or a second tab sees the same runs and the same live progress.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from typing import Any
+
+import streamlit as st
+
+from ..store import TERMINAL, RunStore, home_dir
+
+
+@st.cache_resource(show_spinner=False)
+def _manager_for(home: str):
+    from ..jobs import get_manager
+
+    # Opening the manager marks runs left running by a dead server process "interrupted".
+    return get_manager(home)
+
+
+def manager():
+    """The job manager of ``$ACCELVIT_HOME`` (default ``./runs``), made once per server."""
+    home = str(home_dir())
+    mgr = _manager_for(home)
+    if mgr.closed:  # shut down (tests, server stop): make a fresh one
+        _manager_for.clear()
+        mgr = _manager_for(home)
+    return mgr
+
+
+def store() -> RunStore:
+    return manager().store
+
+
+@st.cache_data(show_spinner=False, ttl=3600)
+def device_text() -> str:
+    from ..utils import device_description
+
+    return device_description("auto")
+
+
+def session_token() -> str:
+    """A random id of this browser session (kept in ``st.session_state``)."""
+    if "_accelvit_session" not in st.session_state:
+        st.session_state["_accelvit_session"] = secrets.token_hex(6)
+    return st.session_state["_accelvit_session"]
+
+
+def submit_key(slot: str, payload: Any) -> str:
+    """An idempotent submit key for ``payload`` from this session's ``slot`` (a button).
+
+    Re-submitting the same payload while its previous run(s) are still queued or running gives
+    the same key (a double click or a rerun queues nothing new); once they ended, a new key.
+    """
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    base = f"{session_token()}:{slot}:{hashlib.sha256(blob).hexdigest()[:12]}"
+    last = st.session_state.get(f"_submit_{slot}")
+    if last and last["base"] == base:
+        statuses = [store().status(r) for r in last.get("run_ids", [])]
+        if not last.get("run_ids") or any(s not in TERMINAL for s in statuses if s is not None):
+            return last["key"]
+    key = f"{base}:{secrets.token_hex(3)}"
+    st.session_state[f"_submit_{slot}"] = {"base": base, "key": key, "run_ids": []}
+    return key
+
+
+def remember_submit(slot: str, run_ids: list[str]) -> None:
+    rec = st.session_state.get(f"_submit_{slot}")
+    if rec is not None:
+        rec["run_ids"] = list(run_ids)

@@ -1,0 +1,282 @@
+"""Experiment: set up a pruning experiment (or a sweep), see its estimated cost, launch it, watch it."""
+
+import json
+
+import streamlit as st
+
+from accelvit.errors import AccelvitError, InputError
+from accelvit.models import SCRATCH_CONFIGS, list_models
+from accelvit.prune.config import CRITERIA
+from accelvit.store import ACTIVE, RUNNING
+from accelvit.ui import charts, forms
+from accelvit.ui.live import render_live
+from accelvit.ui.state import manager, remember_submit, submit_key
+
+st.set_page_config(page_title="accelvit · Experiment", page_icon="🧪", layout="wide")
+mgr = manager()
+store = mgr.store
+ss = st.session_state
+P = "exp:"  # widget keys are "exp:<config field>"
+
+for k, v in forms.DEFAULTS.items():
+    ss.setdefault(P + k, v)
+
+st.title("Experiment")
+st.caption("Train (or load) a baseline, prune it, finetune it, and measure both. Every field is checked before "
+           "launching; messages appear under the field.")
+
+slots: dict = {}
+
+
+def slot(name: str) -> None:
+    slots[name] = st.empty()
+
+
+# ----------------------------------------------------------------------------- data
+with st.container(border=True):
+    st.markdown("#### Data")
+    c1, c2, c3, c4 = st.columns(4)
+    with c1:
+        dataset = st.selectbox("Data set", list(forms.DATASET_LABELS), format_func=forms.DATASET_LABELS.get,
+                               key=P + "data.dataset")
+        slot("data.dataset")
+    with c2:
+        st.number_input("Image size (px)", min_value=8, max_value=1024, step=8, key=P + "data.img_size",
+                        help="Square input size; scratch Swin configs need a multiple of patch x window.")
+        slot("data.img_size")
+    with c3:
+        st.number_input("Batch size", min_value=1, max_value=4096, step=16, key=P + "data.batch_size")
+        slot("data.batch_size")
+    with c4:
+        st.number_input("Training subset (0 = all images)", min_value=0, step=100, key=P + "data.subset")
+        slot("data.subset")
+    if dataset != "digits":
+        d1, d2 = st.columns([3, 1])
+        with d1:
+            hint = {"cifar10": "folder holding cifar-10-batches-py", "caltech101":
+                    "folder holding caltech101/101_ObjectCategories", "folder": "an ImageFolder tree: <class>/<image>"}
+            st.text_input("Data folder", key=P + "data.root", placeholder=hint[dataset])
+            slot("data.root")
+        with d2:
+            if dataset in ("cifar10", "caltech101"):
+                st.checkbox("Download if missing (needs network)", key=P + "data.download")
+
+# ----------------------------------------------------------------------------- model
+with st.container(border=True):
+    st.markdown("#### Model")
+    source = st.radio("Baseline", list(forms.MODEL_SOURCES), format_func=forms.MODEL_SOURCES.get,
+                      key=P + "model_source", horizontal=True)
+    weights_path = weights_error = None
+    if source == "scratch":
+        st.selectbox("Scratch config", list(SCRATCH_CONFIGS), key=P + "model")
+        slot("model")
+    elif source == "timm":
+        timm_names = [m for m in list_models() if m not in SCRATCH_CONFIGS]
+        if ss.get(P + "timm_model") not in timm_names:
+            ss[P + "timm_model"] = timm_names[0]
+        m1, m2 = st.columns(2)
+        with m1:
+            st.selectbox("timm Swin model", timm_names, key=P + "timm_model")
+            slot("model")
+        with m2:
+            w = st.radio("Weights", list(forms.TIMM_WEIGHTS), format_func=forms.TIMM_WEIGHTS.get,
+                         key=P + "timm_weights")
+        if w == "upload":
+            up = st.file_uploader("Weights file", key=P + "weights_file",
+                                  help="A .safetensors file, or a torch state dict (.pth) loaded with weights_only.")
+            if up is not None:
+                try:
+                    weights_path = str(forms.save_weights_upload(up.name, up.getvalue(), store.home))
+                    st.caption(f"Stored as `{weights_path}`")
+                except InputError as exc:
+                    weights_error = str(exc)
+        slot("weights_path")
+    else:
+        st.text_input("Saved model folder", key=P + "baseline_checkpoint",
+                      placeholder="a folder with model.safetensors + accelvit.json (accelvit train --out ...)")
+        slot("baseline_checkpoint")
+
+# ----------------------------------------------------------------------------- training
+with st.container(border=True):
+    st.markdown("#### Training")
+    t1, t2, t3, t4, t5 = st.columns(5)
+    with t1:
+        st.number_input("Baseline epochs", min_value=0, max_value=1000, key=P + "train.epochs")
+        slot("train.epochs")
+    with t2:
+        st.number_input("Baseline learning rate", min_value=0.0, max_value=10.0, format="%.5f", step=1e-4,
+                        key=P + "train.lr")
+        slot("train.lr")
+    with t3:
+        st.number_input("Finetune epochs", min_value=0, max_value=1000, key=P + "finetune.epochs")
+        slot("finetune.epochs")
+    with t4:
+        st.number_input("Finetune learning rate", min_value=0.0, max_value=10.0, format="%.5f", step=1e-4,
+                        key=P + "finetune.lr")
+        slot("finetune.lr")
+    with t5:
+        devices = ["auto", "cpu"]
+        try:
+            import torch
+
+            devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        except Exception:  # pragma: no cover
+            pass
+        st.selectbox("Device", devices, key=P + "device")
+        slot("device")
+
+# ----------------------------------------------------------------------------- pruning
+with st.container(border=True):
+    st.markdown("#### Pruning")
+    h1, h2, h3, h4 = st.columns(4)
+    with h1:
+        st.slider("Head ratio (heads removed)", 0.0, 0.95, step=0.05, key=P + "prune.head_ratio")
+        slot("prune.head_ratio")
+    with h2:
+        st.selectbox("Head criterion", CRITERIA, key=P + "prune.head_criterion",
+                     help="taylor: gradient of a head gate on calibration batches; l1: weight magnitude; "
+                          "random: a control.")
+        slot("prune.head_criterion")
+    with h3:
+        st.slider("MLP width ratio (hidden units removed)", 0.0, 0.95, step=0.05, key=P + "prune.mlp_ratio")
+        slot("prune.mlp_ratio")
+    with h4:
+        st.selectbox("MLP criterion", CRITERIA, key=P + "prune.mlp_criterion")
+        slot("prune.mlp_criterion")
+    s1, s2, s3 = st.columns([1, 2, 1])
+    with s1:
+        mode = st.radio("SVD low rank", list(forms.SVD_MODES), format_func=forms.SVD_MODES.get,
+                        key=P + "svd_mode", horizontal=True)
+    with s2:
+        if mode == "rank":
+            st.slider("Rank ratio (fraction of each layer's weights kept)", 0.05, 1.0, step=0.05,
+                      key=P + "prune.rank_ratio")
+            slot("prune.rank_ratio")
+        elif mode == "energy":
+            st.slider("Energy (fraction of squared singular values kept)", 0.5, 1.0, step=0.01,
+                      key=P + "prune.energy")
+            slot("prune.energy")
+    with s3:
+        st.checkbox("Activation-aware SVD", key=P + "prune.activation_aware",
+                    help="Factorise W·S with S from calibration activations (minimises the output error).")
+        slot("prune.activation_aware")
+    i1, i2, i3 = st.columns(3)
+    with i1:
+        st.slider("IHT target sparsity", 0.0, 0.95, step=0.05, key=P + "prune.sparsity")
+        slot("prune.sparsity")
+    with i2:
+        st.number_input("IHT interval (steps between mask updates)", min_value=1, max_value=10000,
+                        key=P + "prune.iht_interval")
+        slot("prune.iht_interval")
+    with i3:
+        st.slider("IHT ramp (fraction of finetune steps)", 0.0, 1.0, step=0.05, key=P + "prune.iht_ramp_frac")
+        slot("prune.iht_ramp_frac")
+    sweep = st.toggle("Sweep over several ratios (one run per combination, one shared baseline)", key=P + "sweep")
+    if sweep:
+        w1, w2, w3, w4 = st.columns(4)
+        for col, k, label in ((w1, "head_ratio", "Head ratios"), (w2, "mlp_ratio", "MLP width ratios"),
+                              (w3, "rank_ratio", "Rank ratios (none = no SVD)"), (w4, "sparsity", "Sparsities")):
+            with col:
+                st.text_input(label, key=P + "sweep." + k, placeholder="e.g. 0.25, 0.5, 0.75")
+                slot("sweep." + k)
+        slot("sweep")
+
+with st.expander("Options"):
+    o1, o2, o3, o4 = st.columns(4)
+    with o1:
+        st.text_input("Run name (optional)", key=P + "name")
+        slot("name")
+    with o2:
+        st.number_input("Seed", min_value=0, step=1, key=P + "seed")
+        slot("seed")
+    with o3:
+        st.checkbox("Measure latency", key=P + "measure_latency")
+    with o4:
+        st.checkbox("Control run (baseline finetuned as long)", key=P + "control")
+
+# ----------------------------------------------------------------------------- validate + estimate
+values = {k: ss.get(P + k, v) for k, v in forms.DEFAULTS.items()}
+values["weights_path"] = weights_path
+result = forms.validate_form(values)
+errors = dict(result.errors)
+if weights_error:
+    errors["weights_path"] = weights_error
+
+
+@st.cache_data(show_spinner="Estimating the cost after pruning…", max_entries=64)
+def _estimate(config_json: str) -> dict:
+    from accelvit.pipeline import ExperimentConfig
+
+    return forms.estimate_cost(ExperimentConfig.from_dict(json.loads(config_json)))
+
+
+estimate = None
+if result.ok:
+    try:
+        estimate = _estimate(json.dumps(result.config.to_dict(), sort_keys=True))
+    except AccelvitError as exc:
+        field = {"scratch": "data.img_size", "checkpoint": "baseline_checkpoint"}.get(source, "model")
+        errors[getattr(exc, "field", None) or field] = str(exc)
+    except Exception as exc:  # a model that cannot be built at this size, ...
+        errors["data.img_size" if source == "scratch" else "model"] = f"The model cannot be built: {exc}"
+
+general = []
+for field, msg in errors.items():
+    target = forms.slot_of(field)
+    if target in slots:
+        slots[target].error(msg)
+    else:
+        general.append(f"{field}: {msg}")
+
+with st.container(border=True):
+    st.markdown("#### Estimated cost after pruning")
+    if estimate:
+        b, a = estimate["before"], estimate["after"]
+        e1, e2, e3, e4 = st.columns(4)
+        for col, k, label in ((e1, "dense_flops", "Dense FLOPs / image"), (e2, "effective_flops", "Effective FLOPs"),
+                              (e3, "params", "Parameters"), (e4, "nonzero_params", "Nonzero parameters")):
+            delta = (a[k] / b[k] - 1) if b[k] else 0.0
+            col.metric(label, charts.fmt_si(a[k]), f"{100 * delta:+.0f}% vs {charts.fmt_si(b[k])}",
+                       delta_color="inverse")
+        st.caption(estimate["note"])
+    elif errors:
+        st.info("Fix the fields marked above to see the estimate.")
+    for g in general:
+        st.error(g)
+    n_runs = len(result.sweep.expand()) if result.sweep is not None else 1
+    label = f"Launch sweep ({n_runs} runs)" if result.sweep is not None else "Launch"
+    if st.button(label, type="primary", icon="🚀", disabled=bool(errors), key="launch"):
+        try:
+            if result.sweep is not None:
+                key = submit_key("experiment", result.sweep.to_dict())
+                ids = mgr.submit_sweep(result.sweep, submit_key=key)
+            else:
+                key = submit_key("experiment", result.config.to_dict())
+                ids = [mgr.submit(result.config, submit_key=key)]
+            remember_submit("experiment", ids)
+            ss["exp_watch"] = ids
+            st.toast(f"Queued {len(ids)} run(s).")
+        except AccelvitError as exc:
+            st.error(str(exc))
+
+# ----------------------------------------------------------------------------- live view
+st.subheader("Live view")
+runs = store.runs_df()
+known = set(runs["id"])
+watch = [r for r in ss.get("exp_watch", []) if r in known]
+if not watch:  # a reload or another tab: follow what runs now
+    active = runs[runs["status"].isin(ACTIVE)]
+    watch = list(active["id"][::-1])
+if not watch:
+    st.info("Nothing is running. Launch an experiment above; its progress shows here.")
+else:
+    sub = runs[runs["id"].isin(watch)]
+    running = sub[sub["status"] == RUNNING]
+    queued = sub[sub["status"].isin(ACTIVE)]
+    current = (running if not running.empty else queued if not queued.empty else sub)["id"].iloc[0]
+    with st.container(border=True):
+        render_live(current, key="exp")
+    if len(watch) > 1:
+        st.dataframe(sub[["id", "name", "status", "stage", "progress"]], hide_index=True, width="stretch",
+                     column_config={"progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0,
+                                                                                format="percent")})

@@ -1,0 +1,113 @@
+"""Results: compare runs (accuracy vs cost, Pareto frontier, speedups), look inside one run, download."""
+
+import io
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from accelvit.store import FINISHED
+from accelvit.ui import charts
+from accelvit.ui.state import manager
+
+st.set_page_config(page_title="accelvit · Results", page_icon="📊", layout="wide")
+store = manager().store
+
+st.title("Results")
+runs = store.runs_df()
+metrics = store.metrics_df()
+with_metrics = runs[runs["id"].isin(set(metrics["run_id"]))]
+if with_metrics.empty:
+    st.info("No measured runs yet. Launch one on the **Experiment** page (or the quick demo on **Home**).")
+    st.stop()
+
+labels = {r.id: f"{r.name or r.id} · {r.status} · {r.id}" for r in with_metrics.itertuples()}
+default = [r for r in with_metrics["id"] if with_metrics.set_index("id").at[r, "status"] == FINISHED][:20]
+selected = st.multiselect("Runs", list(labels), default=default or list(labels)[:1], format_func=labels.get,
+                          key="res_runs")
+if not selected:
+    st.info("Pick at least one run.")
+    st.stop()
+m = metrics[metrics["run_id"].isin(selected)]
+
+# ----------------------------------------------------------------------------- trade-offs
+st.subheader("Accuracy against cost")
+st.caption("Stars: baselines (before pruning); dots: pruned and finetuned models (after); arrows join each run's "
+           "before and after; the dashed red staircase is the Pareto frontier (nothing is both cheaper and more "
+           "accurate).")
+cols = st.columns(2)
+for i, metric in enumerate(charts.TRADEOFF_METRICS):
+    with cols[i % 2]:
+        st.plotly_chart(charts.tradeoff_figure(m, metric, height=380), key=f"tradeoff-{metric}")
+        st.caption(charts.TRADEOFF_METRICS[metric][1] + ".")
+
+st.subheader("Speedup against FLOP reduction")
+st.plotly_chart(charts.speedup_figure(m), key="speedup")
+st.caption("Speedup is the measured batch-1 latency ratio before / after on the run's device. Zeros from IHT "
+           "cut effective FLOPs but not dense-kernel time; heads, MLP width and rank cut both.")
+
+# ----------------------------------------------------------------------------- one run
+st.subheader("Inside one run")
+one = st.selectbox("Run", selected, format_func=labels.get, key="res_one")
+arts = store.artifacts_df(one)
+art = dict(zip(arts["name"], arts["path"]))
+stage = st.radio("Model", ["after", "pruned", "before"], horizontal=True, key="res_stage",
+                 format_func={"after": "pruned + finetuned", "pruned": "pruned, before finetuning",
+                              "before": "baseline"}.get)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _layers(path: str, mtime: float) -> pd.DataFrame:
+    return pd.read_csv(path)
+
+
+layers = None
+path = art.get(f"layers_{stage}")
+if path and Path(path).exists():
+    layers = _layers(path, Path(path).stat().st_mtime)
+if layers is None or layers.empty:
+    st.info("This run has no per-layer table for that stage (it did not reach it, or it predates per-layer "
+            "tables).")
+else:
+    l1, l2 = st.columns([2, 3])
+    with l1:
+        st.plotly_chart(charts.heads_heatmap(layers), key="heads")
+    with l2:
+        st.plotly_chart(charts.linear_bars(layers), key="linears")
+    with st.expander("Per-layer table"):
+        st.dataframe(layers, hide_index=True, width="stretch")
+
+# ----------------------------------------------------------------------------- table + downloads
+st.subheader("Metrics")
+table = charts.metrics_table(m)
+st.dataframe(table, hide_index=True, width="stretch",
+             column_config={c: st.column_config.NumberColumn(format="percent")
+                            for c in ("top1", "top5", "top1_delta")})
+d1, d2, d3 = st.columns(3)
+d1.download_button("Metrics as CSV", table.to_csv(index=False).encode(), file_name="accelvit_metrics.csv",
+                   mime="text/csv", icon="⬇️", key="dl_csv")
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _zip_dir(path: str, mtime: float) -> bytes:
+    buf = io.BytesIO()
+    root = Path(path)
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(root.rglob("*")):
+            if f.is_file():
+                zf.write(f, f"{root.name}/{f.relative_to(root)}")
+    return buf.getvalue()
+
+
+model_dir = art.get("model")
+if model_dir and Path(model_dir).is_dir():
+    d2.download_button("Pruned model (zip)", _zip_dir(model_dir, Path(model_dir).stat().st_mtime),
+                       file_name=f"{one}_model.zip", mime="application/zip", icon="📦", key="dl_model",
+                       help="model.safetensors + accelvit.json; load with accelvit.load(folder).")
+else:
+    d2.caption("No saved pruned model for this run.")
+report = art.get("report")
+if report and Path(report).is_file():
+    d3.download_button("report.json", Path(report).read_bytes(), file_name=f"{one}_report.json",
+                       mime="application/json", icon="🧾", key="dl_report")
