@@ -1,0 +1,370 @@
+"""FLOP-targeted pruning: find the head / MLP-width / rank ratios that reach a dense-FLOP target.
+
+::
+
+    from accelvit.prune import PruneConfig
+    from accelvit.prune.target import prune_to_target, solve_target_flops
+
+    # only find the ratios (the model is not modified):
+    solved, info = solve_target_flops(model, PruneConfig(head_criterion="l1", mlp_criterion="l1"), 0.5)
+    # or find them and prune the model in place with exactly the searched structure:
+    model, report, solved, info = prune_to_target(model, PruneConfig(...), 0.5, calib_loader=loader)
+
+``target`` is a fraction of the *given* model's dense FLOPs (``accelvit.metrics.count_flops``:
+``FlopCounterMode`` at batch 1, attention included). The solved config, handed to
+:func:`accelvit.prune.prune` with the same calibration batches, gives dense FLOPs within
+``tol`` (default 1%) of ``target * baseline`` -- every candidate is measured by really
+pruning a deep copy and counting its FLOPs, nothing is estimated from a formula.
+
+Allocation rule ``uniform`` (the only one so far, ``RULES``)
+------------------------------------------------------------
+One knob ``t >= 0`` moves the three pruning knobs together along a fixed *direction*
+``(d_heads, d_mlp, d_svd)`` taken from the base config::
+
+    head_ratio = min(t * d_heads, 0.95)        (or each of stage_head_ratios, scaled alike)
+    mlp_ratio  = min(t * d_mlp,   0.95)
+    rank_ratio = 1 - min(t * d_svd, 0.95)      (d_svd = 0: SVD stays as the base config has it)
+
+with ``d_heads = head_ratio``, ``d_mlp = mlp_ratio`` and ``d_svd = 1 - rank_ratio`` of the
+base config (``rank_ratio=None``: no SVD), divided by their largest value; a base config that
+prunes nothing gets ``(1, 1, 0)`` (heads and MLP width alike, no SVD). Criteria, rankings,
+layer kinds, activation-aware SVD, IHT settings and the seed are kept from the base config.
+
+Dense FLOPs fall (weakly) monotonically as ``t`` grows, so ``t`` is found by a safeguarded
+false-position bisection on measured FLOPs. Head counts (and SVD ranks) are discrete, so one
+``t`` can jump over the target (one more head gone in a stage-0 attention costs several
+percent of the FLOPs). The search therefore ends with a *fine adjustment*: the other knobs
+are frozen at one end of the final bracket and only the most finely grained knob present is
+bisected -- MLP width (one hidden unit at a time), else the SVD rank ratio, else (heads only)
+none, in which case the nearest reachable point is returned and, if it is further than
+``tol`` from the target, :class:`~accelvit.errors.ConfigError` says so (``strict=True``).
+
+Data-dependent criteria (``taylor``, activation-aware SVD) make the chosen heads and hence
+the FLOPs depend on the calibration batches; the search materialises them once
+(:func:`fixed_calibration`) so every candidate sees the same ones. Prune with those same
+batches (``prune_to_target`` does) to get exactly the searched structure.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import math
+import time
+from dataclasses import replace
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn as nn
+
+from ..errors import ConfigError
+from ..utils import CancelToken, check_cancel
+from .config import PruneConfig
+from .core import PruneProgress, PruneReport, prune
+
+log = logging.getLogger(__name__)
+
+RULES = ("uniform",)
+#: Largest value the search gives each knob (head/MLP fraction removed, SVD compression).
+KNOB_CAP = 0.95
+FLOP_COUNTER = "accelvit.metrics.count_flops (torch.utils.flop_counter.FlopCounterMode, batch 1)"
+
+Batches = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def fixed_calibration(loader: Iterable | None, batches: int) -> Batches | None:
+    """The first ``batches`` ``(images, labels)`` batches of ``loader`` as a list (CPU tensors).
+
+    A list can be iterated again and again with the same content, unlike a shuffling
+    DataLoader; the search and the final prune must see the same calibration data.
+    """
+    if loader is None:
+        return None
+    if isinstance(loader, list) and len(loader) <= batches:
+        return loader
+    out: Batches = []
+    for batch in itertools.islice(loader, batches):
+        out.append((batch[0].detach().cpu(), batch[1].detach().cpu()))
+    return out
+
+
+def _flops(model: nn.Module, input_size: Any) -> int:
+    from ..metrics import count_flops
+
+    return int(count_flops(model, input_size).total)
+
+
+def _direction(config: PruneConfig) -> dict[str, float]:
+    heads = max(config.stage_head_ratios) if config.stage_head_ratios else config.head_ratio
+    svd = (1.0 - config.rank_ratio) if config.rank_ratio is not None else 0.0
+    d = {"heads": float(heads), "mlp": float(config.mlp_ratio), "svd": float(svd)}
+    top = max(d.values())
+    if top <= 0:
+        return {"heads": 1.0, "mlp": 1.0, "svd": 0.0}
+    return {k: v / top for k, v in d.items()}
+
+
+def _with_knobs(config: PruneConfig, heads: float, mlp: float, svd: float | None) -> PruneConfig:
+    """``config`` with the heads / MLP / SVD knobs set (``svd`` = compression, None keeps the base's)."""
+    kw: dict[str, Any] = {"mlp_ratio": round(min(max(mlp, 0.0), KNOB_CAP), 6)}
+    heads = min(max(heads, 0.0), KNOB_CAP)
+    if config.stage_head_ratios:
+        top = max(config.stage_head_ratios)
+        kw["stage_head_ratios"] = [round(min(KNOB_CAP, heads * r / top), 6) for r in config.stage_head_ratios]
+        kw["head_ratio"] = 0.0
+    else:
+        kw["head_ratio"] = round(heads, 6)
+    if svd is not None:
+        kw["rank_ratio"] = round(1.0 - min(max(svd, 0.0), KNOB_CAP), 6)
+    return replace(config, **kw)
+
+
+def _knobs_at(direction: dict[str, float], t: float) -> dict[str, float]:
+    return {k: min(KNOB_CAP, t * v) for k, v in direction.items()}
+
+
+def solve_target_flops(model: nn.Module, config: PruneConfig, target: float, input_size: Any = None,
+                       calib_loader: Iterable | None = None, rule: str = "uniform", tol: float = 0.01,
+                       max_evals: int = 64, strict: bool = True,
+                       progress: Callable[[PruneProgress], None] | None = None,
+                       cancel: CancelToken | None = None) -> tuple[PruneConfig, dict[str, Any]]:
+    """Find the ratios that bring ``model``'s dense FLOPs to ``target`` of what they are now.
+
+    Args:
+        model: the (unpruned or already pruned) Swin; it is not modified.
+        config: base config: criteria, rankings, SVD kinds, IHT settings, and the direction of
+            the ``uniform`` rule (see the module docstring). ``energy``-based SVD cannot be
+            targeted (its rank does not follow a ratio); use ``rank_ratio``.
+        target: wanted dense FLOPs as a fraction of the model's current dense FLOPs, in (0, 1].
+        input_size: ``(C, H, W)``; default from ``model.accelvit_spec``.
+        calib_loader: ``(images, labels)`` batches for ``taylor`` / activation-aware SVD; the
+            first ``config.calib_batches`` are materialised once and reused for every candidate.
+        rule: allocation rule; ``RULES`` lists them.
+        tol: accepted relative error of the FLOPs (0.01: within 1% of ``target * baseline``).
+        max_evals: at most this many candidate prunes.
+        strict: raise :class:`ConfigError` when no candidate is within ``tol``.
+
+    Returns:
+        ``(solved_config, info)``: the base config with ``head_ratio`` (or
+        ``stage_head_ratios``), ``mlp_ratio`` and ``rank_ratio`` filled in, and a JSON-ready
+        description of the search (``baseline_flops``, ``achieved_flops``, ``achieved_ratio``,
+        ``rel_error``, ``direction``, ``t``, ``fine_knob``, every ``evaluations`` entry, ...).
+    """
+    config.validate()
+    if rule not in RULES:
+        raise ConfigError("target_rule", f"unknown allocation rule {rule!r}; use one of {list(RULES)}.")
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not math.isfinite(target) \
+            or not 0 < target <= 1:
+        raise ConfigError("target_flops", f"must be a fraction of the baseline's dense FLOPs in (0, 1], got {target!r}.")
+    if not 0 < tol < 0.5:
+        raise ConfigError("tol", f"must be a small positive fraction such as 0.01, got {tol!r}.")
+    if config.energy is not None:
+        raise ConfigError("energy", "a FLOP target sets the SVD rank through rank_ratio; energy-based ranks cannot be "
+                                    "targeted. Use rank_ratio (any value sets the SVD share of the direction) or none.")
+    start = time.perf_counter()
+    calib = fixed_calibration(calib_loader, config.calib_batches) if config.needs_calibration or \
+        _needs_calibration_somewhere(config) else None
+    base = _flops(model, input_size)
+    goal = float(target) * base
+    direction = _direction(config)
+    use_svd = direction["svd"] > 0
+    evaluations: list[dict[str, Any]] = []
+    cache: dict[tuple, float] = {}
+
+    def emit(msg: str) -> None:
+        if progress is not None:
+            progress(PruneProgress("target", len(evaluations), max_evals, msg))
+
+    def evaluate(cfg: PruneConfig, phase: str) -> float:
+        key = (cfg.head_ratio, tuple(cfg.stage_head_ratios or ()), cfg.mlp_ratio, cfg.rank_ratio)
+        if key in cache:
+            return cache[key]
+        if len(evaluations) >= max_evals:
+            raise _Budget()
+        check_cancel(cancel, "FLOP-target search")
+        flops = _candidate_flops(model, cfg, calib, input_size, cancel)
+        cache[key] = flops / base
+        evaluations.append({"phase": phase, "head_ratio": cfg.head_ratio, "stage_head_ratios": cfg.stage_head_ratios,
+                            "mlp_ratio": cfg.mlp_ratio, "rank_ratio": cfg.rank_ratio, "dense_flops": flops,
+                            "ratio": flops / base})
+        emit(f"{phase}: {flops / base:.4f} of the baseline FLOPs (target {target:.4f})")
+        return flops / base
+
+    def cfg_at(t: float) -> PruneConfig:
+        k = _knobs_at(direction, t)
+        return _with_knobs(config, k["heads"], k["mlp"], k["svd"] if use_svd else None)
+
+    def err(ratio: float) -> float:
+        return ratio / target - 1.0
+
+    best: tuple[float, PruneConfig, float] | None = None  # (|err|, config, ratio)
+
+    def consider(cfg: PruneConfig, ratio: float) -> None:
+        nonlocal best
+        e = abs(err(ratio))
+        if best is None or e < best[0] - 1e-12:
+            best = (e, cfg, ratio)
+
+    fine_knob = "mlp" if direction["mlp"] > 0 else ("svd" if use_svd else None)
+    fine_used = False
+    try:
+        if target >= 1.0:
+            cfg0 = cfg_at(0.0)
+            consider(cfg0, evaluate(cfg0, "t"))
+        else:
+            t_max = max(KNOB_CAP / v for v in direction.values() if v > 0)
+            r_hi = evaluate(cfg_at(t_max), "t")
+            consider(cfg_at(t_max), r_hi)
+            if r_hi > target * (1 + tol):
+                raise ConfigError("target_flops", (
+                    f"{target:.3f} of the dense FLOPs cannot be reached along this direction: pruning as far as "
+                    f"it goes ({KNOB_CAP:.0%} of heads/MLP units/SVD weights, never a layer's last head) leaves "
+                    f"{r_hi:.3f}. Give a larger target, or add MLP width / SVD to the base config's direction."))
+            lo, hi, r_lo = 0.0, t_max, 1.0
+            # safeguarded false position on t (FLOPs fall as t grows)
+            step = 0
+            while hi - lo > 1e-3 * t_max:
+                # alternate false position (fast where FLOPs are smooth in t) and plain
+                # bisection (guaranteed halving where a head count jumps)
+                w = (r_lo - target) / max(r_lo - r_hi, 1e-12) if step % 2 == 0 else 0.5
+                t = lo + min(0.9, max(0.1, w)) * (hi - lo)
+                step += 1
+                cfg = cfg_at(t)
+                r = evaluate(cfg, "t")
+                consider(cfg, r)
+                if abs(err(r)) <= tol / 2:
+                    break
+                if r > target:
+                    lo, r_lo = t, r
+                else:
+                    hi, r_hi = t, r
+            if best is not None and best[0] > tol / 2 and fine_knob is not None:
+                fine_used = True
+                _fine_adjust(config, direction, use_svd, fine_knob, lo, hi, target, tol, evaluate, consider, err)
+    except _Budget:
+        log.warning("FLOP-target search stopped after %d candidates.", max_evals)
+    assert best is not None
+    e, solved, ratio = best
+    # the search shortcut skipped the SVD arithmetic; check the winner with the real prune()
+    verified = _candidate_flops(model, solved, calib, input_size, cancel, shortcut=False)
+    if verified != int(round(ratio * base)):
+        raise RuntimeError(f"FLOP-target search: the structure shortcut predicted {int(round(ratio * base))} dense "
+                           f"FLOPs for {solved} but prune() gives {verified}; accelvit.prune.target is out of date "
+                           "with accelvit.prune.core.")
+    info = {
+        "rule": rule, "target": float(target), "tolerance": tol, "baseline_flops": base,
+        "target_flops": goal, "achieved_flops": int(round(ratio * base)), "achieved_ratio": ratio,
+        "rel_error": ratio / target - 1.0, "within_tolerance": e <= tol, "direction": direction,
+        "fine_knob": fine_knob, "fine_adjusted": fine_used, "evaluations": evaluations, "n_evaluations": len(evaluations),
+        "calibration_batches": len(calib) if calib is not None else 0, "counter": FLOP_COUNTER,
+        "verified_with_prune": True,
+        "seconds": time.perf_counter() - start,
+        "solved": {"head_ratio": solved.head_ratio, "stage_head_ratios": solved.stage_head_ratios,
+                   "mlp_ratio": solved.mlp_ratio, "rank_ratio": solved.rank_ratio},
+    }
+    if e > tol and strict:
+        raise ConfigError("target_flops", (
+            f"the closest reachable point is {ratio:.4f} of the dense FLOPs, {abs(ratio / target - 1):.1%} away from "
+            f"the target {target:.4f} (tolerance {tol:.0%}). Heads are removed whole, so a heads-only direction "
+            "moves in steps; add mlp_ratio (or rank_ratio) to the base config so the search can fine-tune."))
+    log.info("FLOP target %.3f: %s -> %.4f of %d FLOPs (%+.2f%%, %d candidates, %.1fs).", target, info["solved"],
+             ratio, base, 100 * info["rel_error"], len(evaluations), info["seconds"])
+    return solved, info
+
+
+def _candidate_flops(model: nn.Module, cfg: PruneConfig, calib: Batches | None, input_size: Any,
+                     cancel: CancelToken | None, shortcut: bool = True) -> int:
+    """Dense FLOPs of ``model`` pruned by ``cfg`` (on a deep copy).
+
+    With ``shortcut`` and a ``rank_ratio``, heads and MLP width are pruned by the real
+    ``prune()`` but the SVD step is replaced by its structure: every eligible dense linear
+    becomes a ``LowRankLinear`` of the rank ``prune()`` would choose (``choose_rank`` depends
+    only on the layer's shape and ``rank_ratio``), without computing any SVD -- FLOPs do not
+    depend on the factors' values, and an SVD of every layer costs seconds on a small CPU.
+    ``solve_target_flops`` checks its final answer with the real ``prune()``.
+    """
+    work = copy.deepcopy(model)
+    if cfg.is_noop():
+        return _flops(work, input_size)
+    if not (shortcut and cfg.rank_ratio is not None):
+        prune(work, cfg, calib, cancel=cancel)
+        return _flops(work, input_size)
+    from .common import linear_layers, set_submodule
+    from .lowrank import LowRankLinear, choose_rank
+
+    structural = replace(cfg, rank_ratio=None, energy=None, activation_aware=False)
+    if not structural.is_noop():
+        prune(work, structural, calib, cancel=cancel)
+    for name, lin in linear_layers(work, cfg.svd_layers, include_lowrank=False):
+        m, n = lin.out_features, lin.in_features
+        rank = choose_rank(m, n, torch.empty(0), cfg.rank_ratio, None)
+        if rank is not None:
+            set_submodule(work, name, LowRankLinear(n, m, rank, bias=lin.bias is not None,
+                                                    device=lin.weight.device, dtype=lin.weight.dtype))
+    return _flops(work, input_size)
+
+
+class _Budget(Exception):
+    """Internal: the candidate budget is spent."""
+
+
+def _needs_calibration_somewhere(config: PruneConfig) -> bool:
+    """The base config may prune nothing yet while its criteria need data once ratios are set."""
+    return config.head_criterion == "taylor" or config.mlp_criterion == "taylor" or config.activation_aware
+
+
+def _fine_adjust(config, direction, use_svd, knob, t_lo, t_hi, target, tol, evaluate, consider, err) -> None:
+    """Freeze the other knobs at one end of the bracket (the low end first) and bisect ``knob`` alone."""
+    for t_fixed in (t_lo, t_hi):
+        k = _knobs_at(direction, t_fixed)
+
+        def cfg_with(v: float, k=k) -> PruneConfig:
+            kk = dict(k)
+            kk[knob] = v
+            return _with_knobs(config, kk["heads"], kk["mlp"], kk["svd"] if (use_svd or knob == "svd") else None)
+
+        a, b = 0.0, KNOB_CAP  # FLOPs fall as the knob grows
+        ra, rb = evaluate(cfg_with(a), "fine"), evaluate(cfg_with(b), "fine")
+        consider(cfg_with(a), ra)
+        consider(cfg_with(b), rb)
+        if not (rb <= target <= ra):
+            continue
+        step = 0
+        while b - a > 1e-5:
+            w = (ra - target) / max(ra - rb, 1e-12) if step % 2 == 0 else 0.5
+            v = a + min(0.9, max(0.1, w)) * (b - a)
+            step += 1
+            cfg = cfg_with(v)
+            r = evaluate(cfg, "fine")
+            consider(cfg, r)
+            if abs(err(r)) <= tol / 2:
+                break
+            if r > target:
+                a, ra = v, r
+            else:
+                b, rb = v, r
+        return
+
+
+def prune_to_target(model: nn.Module, config: PruneConfig, target: float, input_size: Any = None,
+                    calib_loader: Iterable | None = None, rule: str = "uniform", tol: float = 0.01,
+                    progress: Callable[[PruneProgress], None] | None = None,
+                    cancel: CancelToken | None = None) -> tuple[nn.Module, PruneReport, PruneConfig, dict[str, Any]]:
+    """:func:`solve_target_flops`, then :func:`~accelvit.prune.prune` in place with the same calibration batches.
+
+    Returns ``(model, report, solved_config, info)``; ``info["final_flops"]`` is the pruned
+    model's measured dense FLOPs (equal to ``info["achieved_flops"]``: the prune is deterministic).
+    """
+    calib = fixed_calibration(calib_loader, config.calib_batches)
+    solved, info = solve_target_flops(model, config, target, input_size, calib, rule, tol,
+                                      progress=progress, cancel=cancel)
+    model, report = prune(model, solved, calib, progress=progress, cancel=cancel)
+    info["final_flops"] = _flops(model, input_size)
+    if info["final_flops"] != info["achieved_flops"]:
+        log.warning("The final prune gave %d dense FLOPs, the search %d (non-deterministic criteria?).",
+                    info["final_flops"], info["achieved_flops"])
+    return model, report, solved, info
+
+
+__all__ = ["RULES", "KNOB_CAP", "fixed_calibration", "solve_target_flops", "prune_to_target"]
