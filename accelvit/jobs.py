@@ -5,7 +5,7 @@ Usage (the dashboard wraps ``get_manager`` in ``st.cache_resource``)::
     from accelvit.jobs import get_manager
     jobs = get_manager()                       # one per store folder, per process
     run_id = jobs.submit(config, submit_key=form_token)   # idempotent per submit_key
-    jobs.status(run_id); jobs.cancel(run_id); jobs.wait(run_id, timeout=60)
+    jobs.status(run_id); jobs.get_run(run_id); jobs.cancel(run_id); jobs.wait(run_id, timeout=60)
     jobs.store.runs_df(); jobs.store.progress_df(run_id)  # what pages render
 
 Everything a run does is written to the :class:`~accelvit.store.RunStore` as it happens
@@ -270,7 +270,7 @@ class JobManager:
     def status(self, run_id: str) -> str | None:
         return self.store.status(run_id)
 
-    def run(self, run_id: str) -> dict[str, Any] | None:
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
         """The run as a dict (status, stage, progress, live progress, stages' metrics...)."""
         return self.store.get_run(run_id)
 

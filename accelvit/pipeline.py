@@ -192,7 +192,8 @@ def _from_fields(cls: type, d: Any, prefix: str) -> Any:
 
 
 def _default_finetune() -> TrainConfig:
-    return TrainConfig(epochs=3, lr=5e-4, warmup_frac=0.1)
+    # the same defaults as ``accelvit prune``'s finetune
+    return TrainConfig(epochs=3, lr=1e-3, warmup_frac=0.0)
 
 
 @dataclass
@@ -736,7 +737,10 @@ class Experiment:
         try:
             serialize.save(model, tmp, class_names=self.data.class_names, meta=meta)
             serialize.atomic_write_json(tmp / "baseline.json", {**info, "baseline_key": key, "created": time.time()})
-            if final.exists():
+            if (final / "baseline.json").exists():  # another run cached the same baseline meanwhile
+                shutil.rmtree(tmp, ignore_errors=True)
+                return final
+            if final.exists():  # a damaged cache entry (it failed to load above)
                 shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
         except OSError as exc:

@@ -192,8 +192,20 @@ _LIVE_OWNERS: set[str] = set()
 _OWNERS_LOCK = threading.Lock()
 
 
+def _proc_start(pid: int) -> str:
+    """The start time of a process (Linux ``/proc``), to tell a reused pid from the original."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+        return stat[stat.rindex(")") + 2:].split()[19]
+    except (OSError, ValueError, IndexError):
+        return ""
+
+
 def new_owner(tag: str = "jobs") -> str:
-    owner = f"{_HOST}:{os.getpid()}:{tag}-{secrets.token_hex(4)}"
+    """A new owner id ``host:pid:start:tag-random`` registered as live in this process."""
+    pid = os.getpid()
+    owner = f"{_HOST}:{pid}:{_proc_start(pid)}:{tag}-{secrets.token_hex(4)}"
     with _OWNERS_LOCK:
         _LIVE_OWNERS.add(owner)
     return owner
@@ -217,23 +229,27 @@ def _pid_alive(pid: int) -> bool:
 
 
 def owner_alive(owner: str | None, heartbeat: float | None = None, stale_s: float = 3600.0) -> bool:
-    """Whether the owner of a run may still be working on it."""
+    """Whether the owner of a run may still be working on it.
+
+    Same machine: this process -> the owner is registered (its manager is open); another
+    process -> that pid exists and started when the owner was made. Another machine sharing
+    the folder: the run's heartbeat is recent.
+    """
     if not owner:
         return False
-    parts = owner.split(":")
-    if len(parts) < 3:
-        return False
-    host, pid_s = ":".join(parts[:-2]), parts[-2]
     try:
+        host, pid_s, start, _token = owner.rsplit(":", 3)
         pid = int(pid_s)
     except ValueError:
         return False
-    if host != _HOST:  # another machine sharing the folder: trust a recent heartbeat only
+    if host != _HOST:
         return heartbeat is not None and time.time() - heartbeat < stale_s
     if pid == os.getpid():
         with _OWNERS_LOCK:
             return owner in _LIVE_OWNERS
-    return _pid_alive(pid)
+    if not _pid_alive(pid):
+        return False
+    return not start or _proc_start(pid) in ("", start)
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -64,7 +64,7 @@ def test_end_to_end_digits_through_the_job_runner(manager):
     cfg = tiny(head_ratio=0.5, rank_ratio=0.75, sparsity=0.5)
     cfg.measure_latency = True
     run_id = manager.submit(cfg)
-    assert manager.wait(run_id, TIMEOUT) == FINISHED, manager.run(run_id)["error"]
+    assert manager.wait(run_id, TIMEOUT) == FINISHED, manager.get_run(run_id)["error"]
     store = manager.store
     assert stage_order(store, run_id) == [s for s in STAGES if s != "control"]
     m = store.metrics_df([run_id])
@@ -73,7 +73,7 @@ def test_end_to_end_digits_through_the_job_runner(manager):
               "size_sparse_bytes", "latency_ms_b1", "latency_ms_batch"]].notna().all().all()
     after = m.set_index("stage").loc["after"]
     assert after["flops_ratio"] < 1 and after["params_ratio"] < 1
-    run = manager.run(run_id)
+    run = manager.get_run(run_id)
     assert run["status"] == FINISHED and run["progress"] == 1.0 and run["error"] is None
     assert run["config"]["prune"]["head_ratio"] == 0.5
     assert len(store.progress_df(run_id)) > 0
@@ -105,7 +105,7 @@ def test_cancel_mid_finetune_keeps_finished_stages(manager):
     assert manager.wait(run_id, TIMEOUT) == CANCELLED
     steps_after = [e.global_step for e in seen if e.kind == "progress" and e.stage == "finetune"]
     assert steps_after == cancelled_at  # no further training step ran after the cancel
-    run = manager.run(run_id)
+    run = manager.get_run(run_id)
     assert set(run["stages"]) == {"before", "pruned"} and run["stages"]["before"]["top1"] is not None
     assert "cancelled" in run["error"].lower()
     assert stage_order(manager.store, run_id)[-1] == "finetune"
@@ -124,7 +124,7 @@ def test_failure_is_stored_and_the_runner_takes_the_next_job(manager, cheap_meas
     good = manager.submit(tiny(head_ratio=0.25))
     assert manager.wait(bad, TIMEOUT) == FAILED
     assert manager.wait(good, TIMEOUT) == FINISHED
-    run = manager.run(bad)
+    run = manager.get_run(bad)
     assert "injected failure in pruning" in run["error"] and "prune" in run["error"]
     assert "RuntimeError" in run["traceback"] and "prune_or_fail" in run["traceback"]
     assert set(run["stages"]) == {"before"}  # what finished before the failure is kept
@@ -136,7 +136,7 @@ def test_runs_left_running_by_a_dead_process_are_interrupted(tmp_path):
     store = RunStore(tmp_path)
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
-    dead = f"{socket.gethostname()}:{p.pid}:jobs-dead"
+    dead = f"{socket.gethostname()}:{p.pid}::jobs-dead"
     running, _ = store.create_run(tiny().to_dict(), status=RUNNING, owner=dead)
     queued, _ = store.create_run(tiny().to_dict(), status=QUEUED, owner=dead)
     m = JobManager(store)
@@ -203,7 +203,7 @@ def test_sweep_of_three_trains_the_baseline_once(manager, cheap_measure):
         fin = manager.store.events_df(rid, kinds=["stage_finished"])
         sources.append(fin[fin["stage"] == "baseline"].iloc[0]["data"]["info"]["source"])
     assert sources == ["trained", "cache", "cache"]
-    runs = manager.store.runs_df(sweep_id=manager.run(ids[0])["sweep_id"])
+    runs = manager.store.runs_df(sweep_id=manager.get_run(ids[0])["sweep_id"])
     assert len(runs) == 3 and runs["baseline_key"].nunique() == 1
     assert sorted(runs["head_ratio"]) == [0.0, 0.25, 0.5]
 

@@ -141,17 +141,19 @@ def test_cancel_request_queued_now_running_flagged(tmp_path):
 
 def test_orphaned_runs_are_marked_interrupted(tmp_path):
     store = RunStore(tmp_path)
-    dead = f"{socket.gethostname()}:{dead_pid()}:cli-x"
+    dead = f"{socket.gethostname()}:{dead_pid()}::cli-x"
+    reused = f"{socket.gethostname()}:1:12345:jobs-x"  # pid 1 lives, but started at another time
     live = new_owner("test")
     try:
         r_dead, _ = store.create_run(CONFIG, status=RUNNING, owner=dead)
         q_dead, _ = store.create_run(CONFIG, status=QUEUED, owner=dead)
         r_none, _ = store.create_run(CONFIG, status=RUNNING, owner=None)
         r_live, _ = store.create_run(CONFIG, status=RUNNING, owner=live)
+        r_reused, _ = store.create_run(CONFIG, status=RUNNING, owner=reused)
         done, _ = store.create_run(CONFIG, status=RUNNING, owner=dead)
         store.set_status(done, FINISHED)
         gone = set(store.mark_orphans_interrupted())
-        assert gone == {r_dead, q_dead, r_none}
+        assert gone == {r_dead, q_dead, r_none, r_reused}
         assert store.status(r_dead) == INTERRUPTED and "stopped" in store.get_run(r_dead)["error"]
         assert store.status(r_live) == RUNNING and store.status(done) == FINISHED
     finally:

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..data import DATASETS
 from ..errors import ConfigError
+from ..prune.config import CRITERIA
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,9 @@ def _register_run(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--lr", type=float, default=None, help="baseline peak learning rate")
     g = p.add_argument_group("pruning")
     g.add_argument("--head-ratio", type=float, default=None, help="fraction of attention heads to remove")
-    g.add_argument("--head-criterion", default=None, help="taylor | l1 | random")
+    g.add_argument("--head-criterion", choices=CRITERIA, default=None, help="head importance (default taylor)")
     g.add_argument("--mlp-ratio", type=float, default=None, help="fraction of MLP hidden units to remove")
+    g.add_argument("--mlp-criterion", choices=CRITERIA, default=None, help="MLP unit importance (default taylor)")
     g.add_argument("--rank-ratio", type=float, default=None, help="SVD: fraction of each layer's weights kept")
     g.add_argument("--energy", type=float, default=None, help="SVD: fraction of spectral energy kept")
     g.add_argument("--activation-aware", action="store_true", default=None, help="activation-aware SVD")
@@ -155,7 +157,7 @@ def config_from_args(args: argparse.Namespace):
         "data.num_workers": args.num_workers, "model": args.model, "pretrained": args.pretrained,
         "weights_path": args.weights, "baseline_checkpoint": args.baseline, "train.epochs": args.epochs,
         "train.lr": args.lr, "prune.head_ratio": args.head_ratio, "prune.head_criterion": args.head_criterion,
-        "prune.mlp_ratio": args.mlp_ratio, "prune.rank_ratio": args.rank_ratio, "prune.energy": args.energy,
+        "prune.mlp_ratio": args.mlp_ratio, "prune.mlp_criterion": args.mlp_criterion, "prune.rank_ratio": args.rank_ratio, "prune.energy": args.energy,
         "prune.activation_aware": args.activation_aware, "prune.sparsity": args.sparsity,
         "finetune.epochs": args.finetune_epochs, "finetune.lr": args.finetune_lr, "device": args.device,
         "seed": args.seed, "measure_latency": (False if args.no_latency else None), "control": args.control,
