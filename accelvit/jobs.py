@@ -23,6 +23,8 @@ thread and ``accelvit run`` (foreground) both use it, so CLI and dashboard runs 
 
 from __future__ import annotations
 
+import copy
+import gc
 import hashlib
 import logging
 import os
@@ -218,7 +220,7 @@ class JobManager:
         """
         from .pipeline import ExperimentConfig
 
-        cfg = config if isinstance(config, ExperimentConfig) else ExperimentConfig.from_dict(config)
+        cfg = copy.deepcopy(config) if isinstance(config, ExperimentConfig) else ExperimentConfig.from_dict(config)
         cfg.validate()
         if name:
             cfg.name = name
@@ -391,6 +393,19 @@ class JobManager:
             with self._cond:
                 self._tokens.pop(run_id, None)
                 self._current = None
+            _release_memory()
+
+
+def _release_memory() -> None:
+    """Give the finished run's tensors back (the GPU is shared with the dashboard's inference)."""
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # pragma: no cover - best effort
+        pass
 
 
 _MANAGERS: dict[Path, JobManager] = {}

@@ -787,7 +787,11 @@ class Experiment:
     def _stage_prune(self) -> dict[str, Any]:
         from .prune import prune
 
-        model = copy.deepcopy(self.baseline_model)
+        # the control stage needs the baseline again; otherwise prune it in place (half the memory)
+        if self.config.control:
+            model = copy.deepcopy(self.baseline_model)
+        else:
+            model, self.baseline_model = self.baseline_model, None
         model, report = prune(model, self.cfg.prune, self.data.train, progress=self._generic_progress("prune"),
                               cancel=self.cancel)
         self.model = model.to(self._device()).eval()
