@@ -271,7 +271,9 @@ def layer_table(model: nn.Module, flops: FlopCount) -> pd.DataFrame:
     ``accelvit_orig_heads`` / ``accelvit_orig_hidden`` attributes, else the current value.
     ``rank`` is the factorisation rank of a low-rank layer and ``min(in, out)`` for a dense
     one; ``full_rank`` is ``min(in, out)``. ``density`` is nonzero / total weight entries
-    (biases excluded) and scales the layer's ``effective_flops``.
+    (biases excluded); it scales a linear layer's ``effective_flops`` (a convolution's is
+    shown but not applied; ``attn`` rows, the q@k^T and attn@v matmuls, have none). ``attn``
+    rows hold the attention's own parameters (the relative position bias table).
     """
     ref = _reference(model)
     modules = dict(model.named_modules())
@@ -299,8 +301,7 @@ def layer_table(model: nn.Module, flops: FlopCount) -> pd.DataFrame:
             children = flops.of(f"{name}.qkv") + flops.of(f"{name}.proj")
             dense = flops.of(name) - children
             params, nnz = param_counts(mod, recurse=False)
-            row.update(dense_flops=dense, effective_flops=float(dense), params=params, nonzero_params=nnz,
-                       density=nnz / params if params else None)
+            row.update(dense_flops=dense, effective_flops=float(dense), params=params, nonzero_params=nnz)
             row["heads_kept"], row["heads_total"] = heads_of(name)
         elif isinstance(mod, nn.Conv2d):
             params, nnz = param_counts(mod)
