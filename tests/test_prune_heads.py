@@ -136,5 +136,23 @@ def test_stage_head_ratios_must_match_the_stages() -> None:
         prune(_model(), PruneConfig(stage_head_ratios=[0.5, 0.5, 0.5], head_criterion="l1"))
     assert exc.value.field == "stage_head_ratios"
     model, rep = prune(_model(), PruneConfig(stage_head_ratios=[0.0, 0.5], head_criterion="l1"))
-    assert [a.num_heads for _, a in window_attentions(model)] [:2] == [2, 2]
+    assert [a.num_heads for _, a in window_attentions(model)][:2] == [2, 2]
     assert rep.heads_after == rep.heads_before - 4
+
+
+def test_remove_heads_on_a_vit_attention() -> None:
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=4, num_classes=10).eval()
+    x = _x()
+    keep = {f"blocks.{i}.attn": k for i, k in enumerate([[0, 2], [3]])}
+    with torch.no_grad(), gate_heads(vit, {n: torch.zeros(4).index_fill_(0, torch.tensor(k), 1.0)
+                                           for n, k in keep.items()}):
+        ref = vit(x)
+    before = count_params(vit)
+    for name, k in keep.items():
+        remove_heads(vit.get_submodule(name), k)
+    with torch.no_grad():
+        assert (vit(x) - ref).abs().max().item() < 1e-5
+    assert before - count_params(vit) == 5 * (3 * 8 * 33 + 8 * 32)   # 5 heads of dim 8: qkv rows + proj cols

@@ -1,4 +1,4 @@
-"""Attention-head pruning for timm Swin ``WindowAttention``: importance criteria and removal.
+"""Attention-head pruning for timm Swin ``WindowAttention`` (and timm ViT ``Attention``).
 
 A head ``h`` of a ``WindowAttention`` with ``H`` heads of ``d`` channels owns rows
 ``[h*d, (h+1)*d)`` of each of the q, k and v blocks of ``qkv`` (weights and bias), the
@@ -20,6 +20,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn as nn
+from timm.layers import Attention
 from timm.models.swin_transformer import WindowAttention
 
 from ..errors import ConfigError, ModelError
@@ -36,8 +37,17 @@ HEAD_INDEX_ATTR = "accelvit_head_index"
 ORIG_HEADS_ATTR = "accelvit_orig_heads"
 
 
-def head_dim(attn: WindowAttention) -> int:
+def head_dim(attn: WindowAttention | Attention) -> int:
     return _dense(attn.qkv, "qkv").out_features // (3 * attn.num_heads)
+
+
+def _check_vit_attention(attn: nn.Module) -> None:
+    """timm ViT ``Attention`` is supported when it has no output norm and no gate (the usual case)."""
+    if isinstance(attn, Attention):
+        if not isinstance(attn.norm, nn.Identity) or getattr(attn, "gate", None) is not None:
+            raise ModelError("remove_heads supports timm ViT Attention without scale_norm and without a gate.")
+    elif not isinstance(attn, WindowAttention):
+        raise ModelError(f"remove_heads expects a timm WindowAttention or Attention, got {type(attn).__name__}.")
 
 
 def original_head_index(attn: WindowAttention) -> list[int]:
@@ -56,12 +66,14 @@ def head_channels(head: int, hdim: int) -> torch.Tensor:
     return torch.arange(head * hdim, (head + 1) * hdim)
 
 
-def remove_heads(attn: WindowAttention, keep: Sequence[int]) -> None:
+def remove_heads(attn: WindowAttention | Attention, keep: Sequence[int]) -> None:
     """Keep only heads ``keep`` (indices into the current heads) of ``attn``, in place.
 
     Slices the q/k/v row blocks of ``qkv`` (weight and bias), the matching input columns of
     ``proj`` and the columns of ``relative_position_bias_table``; updates ``num_heads``.
+    Also works on timm ViT ``Attention`` (no bias table; ``attn_dim`` is updated too).
     """
+    _check_vit_attention(attn)
     qkv = _dense(attn.qkv, "qkv")
     proj = _dense(attn.proj, "proj")
     n = attn.num_heads
@@ -83,10 +95,13 @@ def remove_heads(attn: WindowAttention, keep: Sequence[int]) -> None:
     with torch.no_grad():
         attn.qkv = new_linear_like(qkv, qkv.weight[rows], qkv.bias[rows] if qkv.bias is not None else None)
         attn.proj = new_linear_like(proj, proj.weight[:, ch], proj.bias)
-        table = attn.relative_position_bias_table
-        attn.relative_position_bias_table = nn.Parameter(
-            table[:, torch.tensor(keep, device=table.device)].clone(), requires_grad=table.requires_grad)
+        if isinstance(attn, WindowAttention):
+            table = attn.relative_position_bias_table
+            attn.relative_position_bias_table = nn.Parameter(
+                table[:, torch.tensor(keep, device=table.device)].clone(), requires_grad=table.requires_grad)
     attn.num_heads = len(keep)
+    if isinstance(attn, Attention):
+        attn.attn_dim = len(keep) * hd
     setattr(attn, HEAD_INDEX_ATTR, [prev_index[k] for k in keep])
     setattr(attn, ORIG_HEADS_ATTR, orig)
 
