@@ -77,6 +77,8 @@ def test_dense_flops_equal_analytical_count_swin_micro(micro, fused):
     _set_fused(micro, fused)
     try:
         fc = count_flops(micro)
+        with torch.inference_mode():  # SDPA reaches the counter as a different op here
+            assert count_flops(micro).total == fc.total
     finally:
         _set_fused(micro, False)
     macs = swin_macs(SCRATCH_CONFIGS["swin_micro"], 32, NUM_CLASSES)
