@@ -65,7 +65,7 @@ if table.empty:
 else:
     pct = {"format": "percent"}
     st.dataframe(
-        table.drop(columns=["error"]), hide_index=True, width="stretch",
+        table, hide_index=True, width="stretch",
         column_config={
             "id": st.column_config.TextColumn("run"),
             "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),

@@ -99,7 +99,7 @@ def stage_pairs(metrics: pd.DataFrame) -> pd.DataFrame:
     a = df[df["stage"] == AFTER].drop_duplicates("run_id").set_index("run_id")
     names = a["name"] if "name" in a else pd.Series(dtype=object)
     a = a[cols]
-    both = b.join(a, how="inner", lsuffix="_before", rsuffix="_after")
+    both = b.add_suffix("_before").join(a.add_suffix("_after"), how="inner")
     both.insert(0, "name", names.reindex(both.index))
     for c in cols:
         both[f"{c}_before"] = _num(both[f"{c}_before"])
