@@ -213,7 +213,7 @@ class ExperimentConfig:
         prune: what to prune (``accelvit.prune.PruneConfig``).
         device: ``auto``, ``cpu``, ``cuda``...; overrides the sub-configs' devices.
         seed: overrides the seeds of data, train, finetune and prune.
-        measure_latency: time the model in before / pruned / after (slow on big CPUs models).
+        measure_latency: time the model in before / pruned / after (slow for big models on a CPU).
         control: also finetune the unpruned baseline for the same epochs (a fair reference).
     """
 
