@@ -2,7 +2,9 @@
 
 A saved model is a directory::
 
-    DIR/model.safetensors   every tensor of the state dict
+    DIR/model.safetensors   every tensor of the state dict, in accelvit.sparse_io's form: tensors
+                            with enough exact zeros as packed bitmask + nonzero values, the
+                            rest as plain safetensors tensors
     DIR/accelvit.json       {"format": "accelvit-model", "version": 1, "model": ModelSpec,
                              "structure": what pruning changed, "class_names": [...], "meta": {...}}
 
@@ -23,10 +25,10 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError, ConfigError, ModelError
 from .models import ModelSpec, build_from_spec, spec_of
+from .sparse_io import load_sparse, save_sparse
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; artifacts are meant to be shared
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -90,14 +93,9 @@ def save(model: torch.nn.Module, path: str | Path, class_names: list[str] | None
         "class_names": list(class_names) if class_names is not None else None,
         "meta": meta or {},
     }
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".model.", suffix=".safetensors.tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={"format": FORMAT, "version": str(VERSION)})
-        os.replace(tmp, out / WEIGHTS_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Tensors with enough exact zeros (IHT) are stored as bitmask + values, the rest as they
+    # are, so a sparsified model really is smaller on disk; the round trip is bit-exact.
+    save_sparse(state, out / WEIGHTS_FILE, metadata={"format": FORMAT, "version": str(VERSION)})
     atomic_write_json(out / SPEC_FILE, doc)
     return out
 
@@ -166,11 +164,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn
     if not weights.exists():
         raise CheckpointError(f"{p} has a spec but no {WEIGHTS_FILE}; the save was incomplete.")
     _check_weights_file(weights)
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{weights} is not a readable safetensors file ({exc}); it is truncated or "
-                              "damaged. Save the model again.") from exc
+    state, _ = load_sparse(weights)  # raises CheckpointError for damaged files
     try:
         spec = ModelSpec.from_dict(doc["model"])
     except (KeyError, TypeError, ValueError) as exc:

@@ -181,6 +181,7 @@ def save_sparse(state_dict: Mapping[str, torch.Tensor], path: str | Path,
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=header)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide shared artifacts from other users
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
