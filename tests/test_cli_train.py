@@ -34,3 +34,19 @@ def test_cli_reports_user_errors_without_traceback(tmp_path):
                            str(tmp_path / "nope"), "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_saved_normalisation_is_what_training_used(tmp_path):
+    root = tmp_path / "imgs"
+    import numpy as np
+    from PIL import Image
+
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(np.full((16, 16, 3), 40 * i, dtype=np.uint8)).save(root / c / f"{i}.png")
+    out = tmp_path / "m"
+    assert main(["train", "--dataset", "folder", "--data-dir", str(root), "--model", "swin_pico", "--epochs", "1",
+                 "--out", str(out), "--device", "cpu"]) == 0
+    doc = serialize.read_spec(out)
+    assert doc["meta"]["data"]["mean"] == doc["model"]["mean"] and doc["meta"]["data"]["std"] == doc["model"]["std"]

@@ -39,10 +39,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, warmup_frac=args.warmup_frac,
                       label_smoothing=args.label_smoothing, device=args.device, seed=args.seed).validate()
     probe = model_spec(args.model, 2, args.img_size, pretrained=args.pretrained or args.weights is not None)
-    pretrained_norm = args.pretrained or args.weights is not None
-    data_cfg = data_config_from_args(args, probe.img_size,
-                                     mean=probe.mean if pretrained_norm else None,
-                                     std=probe.std if pretrained_norm else None)
+    # Normalise with the model's own statistics (timm's for pretrained weights, 0.5 for
+    # scratch configs) so the saved spec records exactly what the model was trained with.
+    data_cfg = data_config_from_args(args, probe.img_size, mean=probe.mean, std=probe.std)
     data = load_data(data_cfg)
     model = build_model(args.model, data.num_classes, pretrained=args.pretrained, weights_path=args.weights,
                         img_size=probe.img_size)
