@@ -44,7 +44,7 @@ def test_saved_normalisation_is_what_training_used(tmp_path):
     for c in ("a", "b"):
         (root / c).mkdir(parents=True)
         for i in range(8):
-            Image.fromarray(np.full((16, 16, 3), 40 * i, dtype=np.uint8)).save(root / c / f"{i}.png")
+            Image.fromarray(np.full((16, 16, 3), 30 * i, dtype=np.uint8)).save(root / c / f"{i}.png")
     out = tmp_path / "m"
     assert main(["train", "--dataset", "folder", "--data-dir", str(root), "--model", "swin_pico", "--epochs", "1",
                  "--out", str(out), "--device", "cpu"]) == 0
