@@ -1,0 +1,91 @@
+"""bench.pareto end to end on a tiny synthetic image folder (1-epoch smoke profile).
+
+The real numbers come from running the benchmark on CIFAR-10 (bench/RESULTS.md); this only
+proves the script runs every method, writes the files, and records failures as rows.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ lives beside accelvit/, not in the package
+from bench import pareto  # noqa: E402
+
+REQUIRED = ["method", "target_flops", "top1", "dense_flops", "effective_flops", "params", "nonzero_params",
+            "size_bytes", "speedup_b64", "status"]
+
+
+@pytest.fixture()
+def one_thread():
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+def _folder(root, n_per_class):
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        d = root / f"class{c}"
+        d.mkdir(parents=True)
+        for i in range(n_per_class):
+            img = (rng.random((16, 16, 3)) * 80 + (150 if c else 20)).astype("uint8")
+            Image.fromarray(img).save(d / f"{i}.png")
+    return root
+
+
+def test_pareto_smoke_every_method_gives_a_row(tmp_path, one_thread):
+    train = _folder(tmp_path / "train", 12)
+    test = _folder(tmp_path / "test", 4)
+    results_md = tmp_path / "RESULTS.md"
+    results_md.write_text("# Benchmark results\n\n## Latency (issue 4)\n\nsomeone else's numbers\n")
+    common = ["--train-dir", str(train), "--test-dir", str(test), "--model", "swin_pico", "--profile", "smoke",
+              "--work-dir", str(tmp_path / "work"), "--out-dir", str(tmp_path / "results"),
+              "--results-md", str(results_md), "--name", "smoke"]
+    result = pareto.main(common)
+
+    df = pd.read_csv(tmp_path / "results" / "smoke.csv")
+    assert all(c in df.columns for c in REQUIRED)
+    assert list(df.columns) == pareto.COLUMNS
+    for method in pareto.DEFAULT_METHODS:
+        rows = df[df["method"] == method]
+        assert len(rows) >= 1, method
+        for status in rows["status"]:
+            assert status == "ok" or status.startswith("failed: "), (method, status)
+    ok = df[df["status"] == "ok"]
+    assert {"baseline", "baseline_ft", "accelvit", "accelvit_iht", "random"} <= set(ok["method"])
+    # every pruned method that ran hit its FLOP target within 1%
+    pruned = ok[ok["target_flops"] < 1]
+    assert ((pruned["dense_flops"] / result["baseline_flops"] / pruned["target_flops"] - 1).abs() <= 0.01).all()
+    assert pruned["top1"].between(0, 1).all() and (pruned["speedup_b64"] > 0).all()
+    iht = ok[ok["method"] == "accelvit_iht"].iloc[0]
+    structural = ok[ok["method"] == "accelvit"].iloc[0]
+    assert iht["nonzero_params"] < structural["nonzero_params"] and iht["params"] == structural["params"]
+    for suffix in ("md", "json", "html"):
+        assert (tmp_path / "results" / f"smoke.{suffix}").stat().st_size > 0
+
+    text = results_md.read_text()
+    assert "someone else's numbers" in text and text.index("## Latency (issue 4)") < text.index(pareto.SECTION)
+    assert "### smoke" in text and "| accelvit |" in text
+
+    # the second run reuses the cached baseline and adds a second block to the same section
+    again = pareto.main(common + ["--methods", "baseline"])
+    assert again["baseline"]["reused"] and again["baseline"]["top1"] == result["baseline"]["top1"]
+    text = results_md.read_text()
+    assert text.count(pareto.SECTION) == 1 and text.count("### smoke") == 2
+    assert "someone else's numbers" in text
+
+
+def test_bad_arguments_are_explained(tmp_path):
+    with pytest.raises(SystemExit):
+        pareto.main(["--profile", "smoke"])  # no data
+    with pytest.raises(SystemExit, match="unknown"):
+        pareto.main(["--train-dir", str(_folder(tmp_path / "d", 3)), "--methods", "accelvit,nope",
+                     "--work-dir", str(tmp_path / "w"), "--out-dir", str(tmp_path / "r"), "--no-write"])
