@@ -12,7 +12,7 @@ from accelvit.ui.forms import QUICK_DEMO, quick_demo_config
 from accelvit.ui.live import render_live
 from accelvit.ui.state import device_text, manager, remember_submit, submit_key
 
-st.set_page_config(page_title="accelvit", page_icon="✂️", layout="wide")
+st.set_page_config(page_title="accelvit", page_icon=":material/content_cut:", layout="wide")
 
 mgr = manager()
 store = mgr.store
@@ -38,7 +38,7 @@ st.caption(
     f"IHT sparsity {demo['prune']['sparsity']}. About half a minute on two CPU cores.")
 demo_run = st.session_state.get("demo_run")
 demo_active = bool(demo_run) and store.status(demo_run) in ACTIVE
-if st.button("Run the quick demo", type="primary", icon="▶️", disabled=demo_active, key="quick_demo"):
+if st.button("Run the quick demo", type="primary", icon=":material/play_arrow:", disabled=demo_active, key="quick_demo"):
     cfg = quick_demo_config()
     key = submit_key("demo", cfg.to_dict())
     demo_run = mgr.submit(cfg, submit_key=key)
@@ -64,8 +64,9 @@ if table.empty:
     st.info("No runs yet. Run the quick demo above, or set up an experiment on the **Experiment** page.")
 else:
     pct = {"format": "percent"}
+    unused = [c for c in charts.PRUNE_COLUMNS if table[c].isna().all()]
     st.dataframe(
-        table, hide_index=True, width="stretch",
+        table.drop(columns=unused), hide_index=True, width="stretch",
         column_config={
             "id": st.column_config.TextColumn("run"),
             "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),

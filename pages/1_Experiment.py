@@ -12,7 +12,7 @@ from accelvit.ui import charts, forms
 from accelvit.ui.live import render_live
 from accelvit.ui.state import manager, remember_submit, submit_key
 
-st.set_page_config(page_title="accelvit · Experiment", page_icon="🧪", layout="wide")
+st.set_page_config(page_title="accelvit · Experiment", page_icon=":material/science:", layout="wide")
 mgr = manager()
 store = mgr.store
 ss = st.session_state
@@ -245,7 +245,7 @@ with st.container(border=True):
         st.error(g)
     n_runs = len(result.sweep.expand()) if result.sweep is not None else 1
     label = f"Launch sweep ({n_runs} runs)" if result.sweep is not None else "Launch"
-    if st.button(label, type="primary", icon="🚀", disabled=bool(errors), key="launch"):
+    if st.button(label, type="primary", icon=":material/rocket_launch:", disabled=bool(errors), key="launch"):
         try:
             if result.sweep is not None:
                 key = submit_key("experiment", result.sweep.to_dict())

@@ -11,7 +11,7 @@ from accelvit.store import FINISHED
 from accelvit.ui import charts
 from accelvit.ui.state import manager
 
-st.set_page_config(page_title="accelvit · Results", page_icon="📊", layout="wide")
+st.set_page_config(page_title="accelvit · Results", page_icon=":material/monitoring:", layout="wide")
 store = manager().store
 
 st.title("Results")
@@ -86,7 +86,7 @@ st.dataframe(table, hide_index=True, width="stretch",
                             for c in ("top1", "top5", "top1_delta")})
 d1, d2, d3 = st.columns(3)
 d1.download_button("Metrics as CSV", table.to_csv(index=False).encode(), file_name="accelvit_metrics.csv",
-                   mime="text/csv", icon="⬇️", key="dl_csv")
+                   mime="text/csv", icon=":material/download:", key="dl_csv")
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -103,11 +103,11 @@ def _zip_dir(path: str, mtime: float) -> bytes:
 model_dir = art.get("model")
 if model_dir and Path(model_dir).is_dir():
     d2.download_button("Pruned model (zip)", _zip_dir(model_dir, Path(model_dir).stat().st_mtime),
-                       file_name=f"{one}_model.zip", mime="application/zip", icon="📦", key="dl_model",
+                       file_name=f"{one}_model.zip", mime="application/zip", icon=":material/deployed_code:", key="dl_model",
                        help="model.safetensors + accelvit.json; load with accelvit.load(folder).")
 else:
     d2.caption("No saved pruned model for this run.")
 report = art.get("report")
 if report and Path(report).is_file():
     d3.download_button("report.json", Path(report).read_bytes(), file_name=f"{one}_report.json",
-                       mime="application/json", icon="🧾", key="dl_report")
+                       mime="application/json", icon=":material/description:", key="dl_report")

@@ -9,7 +9,7 @@ from accelvit.store import FINISHED
 from accelvit.ui import inference
 from accelvit.ui.state import manager
 
-st.set_page_config(page_title="accelvit · Inference", page_icon="🔎", layout="wide")
+st.set_page_config(page_title="accelvit · Inference", page_icon=":material/image_search:", layout="wide")
 store = manager().store
 
 st.title("Inference")
@@ -30,28 +30,32 @@ def _load(path: str, label: str, mtime: float) -> inference.LoadedModel:
     return inference.load_model(path, label)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def _latency(path: str, label: str, mtime: float) -> float:
-    return inference.latency_ms(_load(path, label, mtime))
+@st.cache_data(show_spinner="Timing both models…", max_entries=16)
+def _latencies(run_id: str, stamp: tuple, _models: dict) -> tuple[dict, float | None]:
+    return inference.latencies(_models)
 
 
 models: dict[str, inference.LoadedModel] = {}
-latency: dict[str, float] = {}
+stamp = []
 for label, path in paths.items():
     mtime = (Path(path) / "model.safetensors").stat().st_mtime
     try:
         models[label] = _load(path, label, mtime)
-        latency[label] = _latency(path, label, mtime)
+        stamp.append((label, path, mtime))
     except AccelvitError as exc:
         st.error(f"The {label} model in {path} cannot be loaded: {exc}")
 if not models:
     st.stop()
+latency, speedup = _latencies(rid, tuple(stamp), models)
 
-cols = st.columns(len(models))
+cols = st.columns(len(models) + (1 if speedup else 0))
 for col, (label, lm) in zip(cols, models.items()):
     params = sum(p.numel() for p in lm.model.parameters())
     col.metric(f"{label} latency (batch 1, CPU)", f"{latency[label]:.2f} ms",
-               help=f"median of 10 timed forward passes; {params:,} parameters; input {lm.img_size} px")
+               help=f"median of 20 timed forward passes, both models interleaved; {params:,} parameters; "
+                    f"input {lm.img_size} px")
+if speedup:
+    cols[-1].metric("speedup (paired)", f"{speedup:.2f}x", help="median over the pairs of baseline / pruned time")
 
 source = st.radio("Images", ["upload", "test"], horizontal=True, key="inf_source",
                   format_func={"upload": "upload images", "test": "test images from the run's data set"}.get)

@@ -334,7 +334,8 @@ def test_inference_predicts_for_a_png_and_refuses_a_text_file(home, saved_models
     try:
         at = page("inference")
         no_exception(at)
-        assert {x.label for x in at.metric} == {"baseline latency (batch 1, CPU)", "pruned latency (batch 1, CPU)"}
+        assert {x.label for x in at.metric} == {"baseline latency (batch 1, CPU)", "pruned latency (batch 1, CPU)",
+                                                "speedup (paired)"}
         at.file_uploader(key="inf_files").set_value(("seven.png", _png(), "image/png")).run()
         no_exception(at)
         assert not at.error

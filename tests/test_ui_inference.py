@@ -61,6 +61,10 @@ def test_predict_top5_and_latency(saved_model):
     assert top["probability"].is_monotonic_decreasing and 0 < top["probability"].sum() <= 1.0 + 1e-6
     assert all(c.startswith("digit ") for c in top["class"])
     assert inference.latency_ms(lm, reps=2, warmup=1) > 0
+    both, speedup = inference.latencies({"baseline": lm, "pruned": lm}, reps=2, warmup=1)
+    assert set(both) == {"baseline", "pruned"} and all(v > 0 for v in both.values()) and speedup > 0
+    alone, none = inference.latencies({"pruned": lm}, reps=2, warmup=1)
+    assert set(alone) == {"pruned"} and none is None
 
 
 def test_run_model_paths_only_lists_saved_models(saved_model, tmp_path):

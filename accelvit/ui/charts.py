@@ -110,14 +110,14 @@ def stage_pairs(metrics: pd.DataFrame) -> pd.DataFrame:
 def summarize_runs(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     """The Home page's runs table: one row per run, newest first.
 
-    Columns: ``id, name, status, stage, progress, dataset, model, img_size`` + the pruning
-    ratios + ``top1_before, top1_after, top1_delta, dense_flops_reduction,
-    effective_flops_reduction, size_reduction, duration_s, created, error``. Reductions are
+    Columns: ``id, name, status, progress, top1_before, top1_after, top1_delta,
+    dense_flops_reduction, effective_flops_reduction, size_reduction, dataset, model, img_size``
+    + the pruning ratios + ``stage, duration_s, created, error``. Reductions are
     fractions removed (``1 - after / before``); size compares the smaller file of each stage.
     """
-    cols = ["id", "name", "status", "stage", "progress", "dataset", "model", "img_size", *PRUNE_COLUMNS,
-            "top1_before", "top1_after", "top1_delta", "dense_flops_reduction", "effective_flops_reduction",
-            "size_reduction", "duration_s", "created", "error"]
+    cols = ["id", "name", "status", "progress", "top1_before", "top1_after", "top1_delta", "dense_flops_reduction",
+            "effective_flops_reduction", "size_reduction", "dataset", "model", "img_size", *PRUNE_COLUMNS,
+            "stage", "duration_s", "created", "error"]
     if runs is None or runs.empty:
         return pd.DataFrame(columns=cols)
     out = runs.copy()
@@ -206,7 +206,7 @@ def tradeoff_figure(metrics: pd.DataFrame, x: str = "effective_flops", title: st
                            arrowhead=3, arrowsize=1.2, arrowwidth=1.5, arrowcolor="rgba(31,111,235,0.55)",
                            standoff=6, startstandoff=8)
     fig.update_layout(
-        title=title or f"Top-1 accuracy vs {label.lower()}", height=height, margin=dict(l=10, r=10, t=50, b=10),
+        title=title or f"Top-1 accuracy vs {label[0].lower() + label[1:]}", height=height, margin=dict(l=10, r=10, t=50, b=10),
         legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
         xaxis=dict(title=label, tickformat="~s", rangemode="tozero"),
         yaxis=dict(title="test top-1 (%)"), meta={"metric": x, "measured": how})

@@ -109,6 +109,23 @@ def latency_ms(lm: LoadedModel, reps: int = 10, warmup: int = 2) -> float:
                             warmup=warmup, reps=reps).median_ms)
 
 
+def latencies(models: dict[str, LoadedModel], reps: int = 20, warmup: int = 3) -> tuple[dict[str, float], float | None]:
+    """Median batch-1 CPU latency (ms) of each model and the paired speedup baseline / pruned.
+
+    With both a baseline and a pruned model they are timed interleaved by
+    :func:`accelvit.metrics.compare`, so machine noise hits both alike; a lone model is timed alone.
+    """
+    from ..metrics import compare
+
+    b, p = models.get("baseline"), models.get("pruned")
+    if b is not None and p is not None and b.img_size == p.img_size:
+        c = compare(b.model, p.model, (3, b.img_size, b.img_size), device="cpu", batch_sizes=(1,), warmup=warmup,
+                    reps=reps)
+        pt = c.point(1)
+        return {"baseline": pt.baseline.median_ms, "pruned": pt.pruned.median_ms}, pt.paired_speedup
+    return {k: latency_ms(v, reps=reps, warmup=warmup) for k, v in models.items()}, None
+
+
 def dataset_examples(data_config: dict[str, Any], n: int = 8, seed: int = 0) -> list[tuple[Image.Image, str]]:
     """``n`` random test images of a run's data set as ``(PIL image, true class)``.
 
@@ -137,5 +154,5 @@ def dataset_examples(data_config: dict[str, Any], n: int = 8, seed: int = 0) -> 
     return out
 
 
-__all__ = ["MAX_IMAGE_BYTES", "CheckpointError", "InputError", "LoadedModel", "dataset_examples", "latency_ms",
+__all__ = ["MAX_IMAGE_BYTES", "CheckpointError", "InputError", "LoadedModel", "dataset_examples", "latencies", "latency_ms",
            "load_model", "predict", "preprocess", "read_upload", "run_model_paths"]

@@ -18,7 +18,10 @@ from ..store import ACTIVE, CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RU
 from . import charts
 from .state import manager, store
 
-STATUS_ICONS = {QUEUED: "⏳", RUNNING: "🏃", FINISHED: "✅", FAILED: "❌", CANCELLED: "🛑", INTERRUPTED: "⚠️"}
+# Material icons ship with Streamlit's frontend, so they render without emoji fonts.
+STATUS_ICONS = {QUEUED: ":material/schedule:", RUNNING: ":material/directions_run:",
+                FINISHED: ":material/check_circle:", FAILED: ":material/error:", CANCELLED: ":material/block:",
+                INTERRUPTED: ":material/warning:"}
 LOG_KINDS = ("status", "stage_started", "stage_finished", "warning", "error", "artifact")
 
 
@@ -105,7 +108,7 @@ def _body(run_id: str, key: str, show_curves: bool, show_log: bool) -> str | Non
                        if isinstance(live.get("images_per_s"), (int, float)) else "–")
         cols[5].metric("ETA", fmt_seconds(eta_all), help=f"stage ETA {fmt_seconds(live.get('eta_s'))}; "
                        "overall ETA from the overall progress so far")
-        if st.button("Cancel this run", key=f"cancel-{key}-{run_id}", icon="🛑"):
+        if st.button("Cancel this run", key=f"cancel-{key}-{run_id}", icon=":material/stop_circle:"):
             after = manager().cancel(run_id)
             st.toast(f"Cancel requested: run is {after}.")
     elif status == FINISHED:

@@ -1,0 +1,173 @@
+"""End to end in a real browser: `streamlit run app.py`, headless Chromium clicks the quick demo.
+
+Needs Debian's Chromium (``apt-get install chromium``; ``.ci/run`` installs it) and the
+``playwright`` Python package; it never downloads a browser. Skips, saying why, without them.
+
+The home page screenshot is saved under the test's tmp folder. With
+``ACCELVIT_SCREENSHOTS=docs`` it also captures every page into that folder (how
+``docs/*.png`` are made)::
+
+    ACCELVIT_SCREENSHOTS=docs python -m pytest tests/test_browser.py
+
+``ACCELVIT_SCREENSHOTS_HOME=DIR`` starts the server on a copy of the run store ``DIR``
+(e.g. one holding a finished sweep) so the pictures show more than one run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+
+
+def _chromium() -> str | None:
+    for cand in (os.environ.get("ACCELVIT_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
+                 shutil.which("chromium-browser")):
+        if cand and Path(cand).is_file() and os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+CHROMIUM = _chromium()
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # pragma: no cover - the dev requirements install it
+    sync_playwright = None
+
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary (apt-get install chromium; .ci/run does it)"),
+    pytest.mark.skipif(sync_playwright is None, reason="the playwright Python package is not installed"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    port = _free_port()
+    seed_home = os.environ.get("ACCELVIT_SCREENSHOTS_HOME")  # a store with more runs, for the docs pictures
+    if seed_home:
+        shutil.copytree(seed_home, tmp_path / "home")
+    env = {**os.environ, "ACCELVIT_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1",
+           "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    log = open(tmp_path / "streamlit.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                if r.read().strip() == b"ok":
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("streamlit did not start:\n" + (tmp_path / "streamlit.log").read_text()[-3000:])
+        time.sleep(0.3)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+    log.close()
+
+
+def _settle(page, timeout_ms: int = 60_000) -> None:
+    """Wait until Streamlit finished its script run (no 'running' indicator)."""
+    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
+        timeout=timeout_ms)
+    page.wait_for_timeout(500)
+
+
+def test_quick_demo_in_a_real_browser(server, tmp_path):
+    shots = os.environ.get("ACCELVIT_SCREENSHOTS")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(server, wait_until="domcontentloaded")
+            button = page.get_by_role("button", name="Run the quick demo")
+            expect(button).to_be_visible(timeout=60_000)
+            button.click()
+            # the live view appears, then the run finishes (about half a minute on 2 CPU cores)
+            expect(page.get_by_text("Cancel this run")).to_be_visible(timeout=60_000)
+            if shots:  # the live view mid-run: progress, curves, throughput, ETA
+                try:
+                    expect(page.get_by_text("training loss")).to_be_visible(timeout=60_000)
+                    page.wait_for_timeout(3000)
+                    Path(shots).mkdir(parents=True, exist_ok=True)
+                    _shot(page, Path(shots) / "live.png", 1100)
+                    page.set_viewport_size({"width": 1400, "height": 1000})
+                except AssertionError:
+                    pass  # finished before the curves showed: no live picture this time
+            expect(page.get_by_text("Finished in")).to_be_visible(timeout=240_000)
+            _settle(page)
+            expect(page.locator('[data-testid="stDataFrame"]').first).to_be_visible(timeout=30_000)
+            chart = page.locator('[data-testid="stPlotlyChart"]').last
+            expect(chart).to_be_visible(timeout=30_000)
+            expect(chart.locator(".main-svg").first).to_be_attached(timeout=30_000)
+            assert page.get_by_text("Best trade-offs").is_visible()
+            # a second tab sees the same (finished) run from the store
+            other = browser.new_page(viewport={"width": 1400, "height": 1000})
+            other.goto(server, wait_until="domcontentloaded")
+            expect(other.locator('[data-testid="stDataFrame"]').first).to_be_visible(timeout=60_000)
+            expect(other.locator('[data-testid="stPlotlyChart"]').last).to_be_visible(timeout=30_000)
+            other.close()
+            page.screenshot(path=str(tmp_path / "home.png"), full_page=True)
+            assert (tmp_path / "home.png").stat().st_size > 10_000
+            if shots:
+                _capture_all_pages(page, server, Path(shots))
+        finally:
+            browser.close()
+
+
+def _shot(page, path: Path, height: int) -> None:
+    """Streamlit scrolls inside its own container, so a tall viewport shows the whole page."""
+    page.set_viewport_size({"width": 1400, "height": height})
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(path))
+
+
+def _capture_all_pages(page, url: str, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    _shot(page, out / "home.png", 2000)
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.goto(f"{url}/Experiment", wait_until="domcontentloaded")
+    expect(page.get_by_text("Estimated cost after pruning")).to_be_visible(timeout=60_000)
+    _settle(page)
+    _shot(page, out / "experiment.png", 2100)
+    page.goto(f"{url}/Results", wait_until="domcontentloaded")
+    expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible(timeout=60_000)
+    _settle(page)
+    _shot(page, out / "results.png", 2900)
+    page.goto(f"{url}/Inference", wait_until="domcontentloaded")
+    expect(page.get_by_text("test images from the run's data set")).to_be_visible(timeout=60_000)
+    page.get_by_text("test images from the run's data set").click()
+    expect(page.get_by_text("true class").first).to_be_visible(timeout=60_000)
+    _settle(page)
+    _shot(page, out / "inference.png", 1500)
