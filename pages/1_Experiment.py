@@ -211,9 +211,11 @@ def _estimate(config_json: str) -> dict:
 
 
 estimate = None
-if result.ok:
+config_json = json.dumps(result.config.to_dict(), sort_keys=True) if result.ok else None
+# Scratch configs are estimated as you type; big timm models (seconds of SVD) on request.
+if result.ok and (source == "scratch" or ss.get("_estimate_for") == config_json):
     try:
-        estimate = _estimate(json.dumps(result.config.to_dict(), sort_keys=True))
+        estimate = _estimate(config_json)
     except AccelvitError as exc:
         field = {"scratch": "data.img_size", "checkpoint": "baseline_checkpoint"}.get(source, "model")
         errors[getattr(exc, "field", None) or field] = str(exc)
@@ -241,6 +243,10 @@ with st.container(border=True):
         st.caption(estimate["note"])
     elif errors:
         st.info("Fix the fields marked above to see the estimate.")
+    else:
+        st.button("Estimate the cost after pruning", key="estimate", icon=":material/calculate:",
+                  on_click=lambda: ss.__setitem__("_estimate_for", config_json),
+                  help="Builds the model, prunes a copy and counts its FLOPs; takes a while for large models.")
     for g in general:
         st.error(g)
     n_runs = len(result.sweep.expand()) if result.sweep is not None else 1
@@ -277,6 +283,13 @@ else:
     with st.container(border=True):
         render_live(current, key="exp")
     if len(watch) > 1:
+        unfinished = sub[sub["status"].isin(ACTIVE)]["id"].tolist()
+        if unfinished and st.button(f"Cancel the {len(unfinished)} unfinished run(s) of this sweep", key="cancel_all",
+                                    icon=":material/cancel:"):
+            for r in unfinished:
+                mgr.cancel(r)
+            sub = store.runs_df()
+            sub = sub[sub["id"].isin(watch)]
         st.dataframe(sub[["id", "name", "status", "stage", "progress"]], hide_index=True, width="stretch",
                      column_config={"progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0,
                                                                                 format="percent")})

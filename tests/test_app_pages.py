@@ -233,10 +233,22 @@ def test_server_restart_mid_job_leaves_the_run_interrupted(home, tmp_path):
 
 
 def _column_with(at: AppTest, key: str):
-    for col in at.columns:
-        if any(w.key == key for w in col.number_input) or any(w.key == key for w in col.text_input):
-            return col
-    raise AssertionError(f"no column holds {key}")
+    """The innermost block (column or container) that directly holds the widget ``key``: the page
+    puts each field's error message in that block, right under the widget."""
+    def walk(block):
+        kids = list(getattr(block, "children", {}).values())
+        if any(getattr(k, "key", None) == key for k in kids):
+            return block
+        for k in kids:
+            found = walk(k)
+            if found is not None:
+                return found
+        return None
+
+    found = walk(at._tree)
+    if found is None:
+        raise AssertionError(f"no block holds {key}")
+    return found
 
 
 def test_experiment_invalid_inputs_show_errors_next_to_the_field(home, tmp_path):
@@ -261,6 +273,23 @@ def test_experiment_invalid_inputs_show_errors_next_to_the_field(home, tmp_path)
     assert not RunStore(home).list_runs()  # nothing was launched by editing
 
 
+def test_experiment_saved_model_source_checks_the_folder_and_estimates_on_request(home, tmp_path, saved_models):
+    d, _ = saved_models
+    at = page("experiment")
+    at.radio(key="exp:model_source").set_value("checkpoint").run()
+    at.text_input(key="exp:baseline_checkpoint").set_value(str(tmp_path)).run()
+    no_exception(at)
+    assert "not an accelvit model" in texts(_column_with(at, "exp:baseline_checkpoint").error)
+    at.text_input(key="exp:baseline_checkpoint").set_value(str(d / "baseline"))
+    at.number_input(key="exp:data.img_size").set_value(16).run()
+    no_exception(at)
+    assert not at.error and not at.metric  # big models are estimated on request only
+    at.button(key="estimate").click().run()
+    no_exception(at)
+    got = {x.label: x.value for x in at.metric}
+    assert got["Dense FLOPs / image"].endswith("M") and "vs" in at.metric[0].delta
+
+
 def test_experiment_launches_a_digits_run_that_reaches_finished(home):
     at = page("experiment")
     for key, value in TINY.items():
@@ -280,6 +309,25 @@ def test_experiment_launches_a_digits_run_that_reaches_finished(home):
     run = RunStore(home).get_run(rid)
     assert run["config"]["model"] == "swin_pico" and run["config"]["data"]["subset"] == 200
     assert {"before", "pruned", "after"} <= set(run["stages"]) and "model" in run["artifacts"]
+
+
+def test_experiment_launches_a_sweep_and_cancels_it(home):
+    at = page("experiment")
+    for key, value in {**TINY, "exp:train.epochs": 60}.items():
+        (at.selectbox if key == "exp:model" else at.number_input)(key=key).set_value(value)
+    at.toggle(key="exp:sweep").set_value(True).run()
+    at.text_input(key="exp:sweep.head_ratio").set_value("0.25, 0.5").run()
+    at.button(key="launch").click().run()
+    no_exception(at)
+    ids = at.session_state["exp_watch"]
+    runs = RunStore(home).list_runs()
+    assert len(ids) == 2 and {r["id"] for r in runs} == set(ids)
+    assert len({r["sweep_id"] for r in runs}) == 1 and runs[0]["sweep_id"]
+    assert sorted(r["config"]["prune"]["head_ratio"] for r in runs) == [0.25, 0.5]
+    at.button(key="cancel_all").click().run()
+    no_exception(at)
+    mgr = jobs.get_manager(str(home))
+    assert [mgr.wait(r, timeout=60) for r in ids] == ["cancelled", "cancelled"]
 
 
 def test_results_charts_get_the_right_points(home, saved_models):
