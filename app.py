@@ -45,13 +45,16 @@ if st.button("Run the quick demo", type="primary", icon=":material/play_arrow:",
     remember_submit("demo", [demo_run])
     st.session_state["demo_run"] = demo_run
 
-# Live view: this session's demo, else whatever runs now (a reload or a second tab sees it too).
+# Live view: whatever runs now (so a reload or a second tab sees it too), else this session's demo.
 runs = store.runs_df()
-watch = demo_run
-if not watch or watch not in set(runs["id"]):
-    active = runs[runs["status"].isin(ACTIVE)]
-    running = active[active["status"] == RUNNING]
-    watch = (running if not running.empty else active)["id"].iloc[0] if not active.empty else None
+active = runs[runs["status"].isin(ACTIVE)]
+running = active[active["status"] == RUNNING]
+if not running.empty:
+    watch = running["id"].iloc[0]
+elif demo_run in set(runs["id"]):
+    watch = demo_run
+else:
+    watch = active["id"].iloc[-1] if not active.empty else None
 if watch:
     with st.container(border=True):
         render_live(watch, key="home", show_curves=True, show_log=False)

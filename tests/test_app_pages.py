@@ -196,6 +196,8 @@ def test_reload_and_second_tab_show_the_same_live_progress(home):
             bars = [p.value for p in at.get("progress")]
             assert bars and bars[0] == round(100 * store.get_run(ids["live"])["progress"])  # percent
             assert {x.label: x.value for x in at.metric}["Loss"] == f"{2.0 / 3:.3f}"
+        log = next(df.value for df in views[-1].dataframe if "message" in df.value.columns)
+        assert "baseline started" in log["message"].tolist()  # the Experiment page's live log
     finally:
         release_owner(ids["live_owner"])
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -62,7 +63,7 @@ def run_log(run_id: str, limit: int = 200) -> pd.DataFrame:
         else:
             msgs.append(str(msg or ""))
     ev["message"] = msgs
-    ev["time"] = ev["time"].dt.tz_convert(None).dt.strftime("%H:%M:%S")
+    ev["time"] = ev["time"].dt.tz_convert(datetime.now().astimezone().tzinfo).dt.strftime("%H:%M:%S")
     return ev[["time", "kind", "stage", "message"]].reset_index(drop=True)
 
 
