@@ -120,6 +120,7 @@ class Profile:
     calib_batches: int = 4      # calibration batches (Taylor scores / gradients, activation-aware SVD)
     speed_warmup: int = 3
     speed_reps: int = 10
+    speed_threads: int | None = None  # torch threads while timing (None: as training)
     num_workers: int = 0
     targets: tuple[float, ...] = (0.7, 0.5, 0.3)
     search_evals: int = 40
@@ -416,7 +417,7 @@ def cost_row(model: nn.Module, base: nn.Module, input_size, base_flops: int, pro
     row["size_format"] = "sparse bitmask+values (sparse_io)" if sparse_smaller else "dense fp32 safetensors"
     if speed:
         c = compare(base, model, input_size, device="cpu", batch_sizes=(64,), warmup=prof.speed_warmup,
-                    reps=prof.speed_reps)
+                    reps=prof.speed_reps, num_threads=prof.speed_threads)
         p = c.point(64)
         row.update(speedup_b64=p.speedup, paired_speedup_b64=p.paired_speedup, latency_ms_b64=p.pruned.median_ms,
                    baseline_latency_ms_b64=p.baseline.median_ms)
@@ -454,7 +455,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     prof = dataclasses.replace(PROFILES[args.profile])
     for k in ("subset", "eval_subset", "epochs", "finetune_epochs", "batch_size", "lr", "finetune_lr",
-              "calib_batches", "speed_reps", "num_workers"):
+              "calib_batches", "speed_reps", "speed_threads", "num_workers"):
         v = getattr(args, k)
         if v is not None:
             setattr(prof, k, v)
@@ -484,7 +485,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log.info("Data: %s", bundle.split)
     baseline, binfo = get_baseline(args, prof, bundle, dcfg, work, device, img_size)
     base_flops = count_flops(baseline, input_size).total
-    calib = fixed_calibration(bundle.val if len(bundle.val) else bundle.train, prof.calib_batches)
+    # calibration: the first batches of 64 held-out validation images (not augmented, not test)
+    calib_src = bundle.val.dataset if len(bundle.val.dataset) else bundle.train.dataset
+    calib = fixed_calibration(torch.utils.data.DataLoader(calib_src, batch_size=min(64, prof.batch_size), shuffle=False),
+                              prof.calib_batches)
     ft_cfg = TrainConfig(epochs=prof.finetune_epochs, lr=prof.finetune_lr, warmup_frac=0.05, device=str(device),
                          seed=args.seed + 1)
     direction = parse_direction(args.direction)
@@ -751,7 +755,8 @@ def append_results_md(result: dict[str, Any], path: Path, out_dir: Path, name: s
         f"{' (reused from cache)' if b.get('reused') else ''}; every method and `baseline_ft` then get "
         f"{s['finetune_epochs']} finetune epochs (AdamW, lr {s['finetune_lr']}, warmup 5% + cosine). accelvit "
         f"direction {result['direction']}; {s['calib_batches']} calibration batches; speedup = "
-        f"`accelvit.metrics.compare` at batch 64 on the CPU, {s['speed_reps']} interleaved pairs.", "",
+        f"`accelvit.metrics.compare` at batch 64 on the CPU, {s['speed_reps']} interleaved pairs"
+        f"{'' if not s.get('speed_threads') else ', ' + str(s['speed_threads']) + ' thread(s)'}.", "",
         markdown_table(result), "",
         f"Figure: `{rel}/{name}.png` (interactive: `{rel}/{name}.html`); rows: `{rel}/{name}.csv`.", "",
     ]
@@ -804,6 +809,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--finetune-lr", type=float, default=None, help="finetune peak lr (all methods)")
     o.add_argument("--calib-batches", type=int, default=None)
     o.add_argument("--speed-reps", type=int, default=None, help="interleaved timing pairs at batch 64")
+    o.add_argument("--speed-threads", type=int, default=None,
+                   help="torch threads while timing the speedup (default: as training; 1 is steadier on a busy machine)")
     o.add_argument("--num-workers", type=int, default=None, help="DataLoader workers")
     p.add_argument("--direction", default="heads=0.5,mlp=0.9,svd=0.3",
                    help="accelvit's uniform-rule direction (relative head / MLP / SVD-compression shares)")

@@ -50,16 +50,21 @@ def test_solved_config_prunes_to_target_within_1pct(micro, target):
     assert info["baseline_flops"] == before and info["n_evaluations"] == len(info["evaluations"])
 
 
-def test_default_direction_and_prune_to_target_with_taylor_and_shuffling_loader():
+@pytest.mark.parametrize("svd", [False, True])
+def test_prune_to_target_with_taylor_and_shuffling_loader(svd):
     torch.manual_seed(0)
     model = build_model("swin_pico", num_classes=2).eval()
     ds = TensorDataset(torch.randn(48, 3, 16, 16), torch.randint(0, 2, (48,)))
     loader = DataLoader(ds, batch_size=8, shuffle=True)  # a different order every pass
-    base = PruneConfig(calib_batches=2)  # prunes nothing: direction defaults to heads + MLP alike
+    # prunes nothing: the direction defaults to heads + MLP alike; or heads + MLP + activation-aware SVD
+    base = (PruneConfig(head_ratio=0.3, mlp_ratio=0.6, rank_ratio=0.7, activation_aware=True, calib_batches=2)
+            if svd else PruneConfig(calib_batches=2))
     before = count_flops(model).total
     model, report, solved, info = prune_to_target(model, base, 0.6, calib_loader=loader)
-    assert info["direction"] == {"heads": 1.0, "mlp": 1.0, "svd": 0.0}
-    assert solved.rank_ratio is None and solved.head_criterion == "taylor"
+    want = {"heads": 0.5, "mlp": 1.0, "svd": 0.5} if svd else {"heads": 1.0, "mlp": 1.0, "svd": 0.0}
+    assert info["direction"] == pytest.approx(want)
+    assert (solved.rank_ratio is not None) == svd and solved.head_criterion == "taylor"
+    assert info["verified_with_prune"] and info["shortcut"]  # the shortcut search agreed with prune()
     assert info["calibration_batches"] == 2
     # the same fixed batches in the search and the final prune: exactly the searched structure
     assert info["final_flops"] == info["achieved_flops"] == count_flops(model).total

@@ -48,6 +48,7 @@ batches (``prune_to_target`` does) to get exactly the searched structure.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import logging
 import math
@@ -117,6 +118,10 @@ def _with_knobs(config: PruneConfig, heads: float, mlp: float, svd: float | None
         kw["head_ratio"] = round(heads, 6)
     if svd is not None:
         kw["rank_ratio"] = round(1.0 - min(max(svd, 0.0), KNOB_CAP), 6)
+    # once PruneConfig carries the target itself, the solved config must not ask prune() to search again
+    names = {f.name for f in dataclasses.fields(config)}
+    if "target_flops" in names:
+        kw["target_flops"] = None
     return replace(config, **kw)
 
 
@@ -128,7 +133,7 @@ def solve_target_flops(model: nn.Module, config: PruneConfig, target: float, inp
                        calib_loader: Iterable | None = None, rule: str = "uniform", tol: float = 0.01,
                        max_evals: int = 64, strict: bool = True,
                        progress: Callable[[PruneProgress], None] | None = None,
-                       cancel: CancelToken | None = None) -> tuple[PruneConfig, dict[str, Any]]:
+                       cancel: CancelToken | None = None, _shortcut: bool = True) -> tuple[PruneConfig, dict[str, Any]]:
     """Find the ratios that bring ``model``'s dense FLOPs to ``target`` of what they are now.
 
     Args:
@@ -176,6 +181,9 @@ def solve_target_flops(model: nn.Module, config: PruneConfig, target: float, inp
         if progress is not None:
             progress(PruneProgress("target", len(evaluations), max_evals, msg))
 
+    shortcut_ok = _shortcut
+    shortcut = _Shortcut(model, config, calib, cancel) if _shortcut else None
+
     def evaluate(cfg: PruneConfig, phase: str) -> float:
         key = (cfg.head_ratio, tuple(cfg.stage_head_ratios or ()), cfg.mlp_ratio, cfg.rank_ratio)
         if key in cache:
@@ -183,7 +191,7 @@ def solve_target_flops(model: nn.Module, config: PruneConfig, target: float, inp
         if len(evaluations) >= max_evals:
             raise _Budget()
         check_cancel(cancel, "FLOP-target search")
-        flops = _candidate_flops(model, cfg, calib, input_size, cancel)
+        flops = _candidate_flops(model, cfg, calib, input_size, cancel, shortcut)
         cache[key] = flops / base
         evaluations.append({"phase": phase, "head_ratio": cfg.head_ratio, "stage_head_ratios": cfg.stage_head_ratios,
                             "mlp_ratio": cfg.mlp_ratio, "rank_ratio": cfg.rank_ratio, "dense_flops": flops,
@@ -246,19 +254,23 @@ def solve_target_flops(model: nn.Module, config: PruneConfig, target: float, inp
         log.warning("FLOP-target search stopped after %d candidates.", max_evals)
     assert best is not None
     e, solved, ratio = best
-    # the search shortcut skipped the SVD arithmetic; check the winner with the real prune()
-    verified = _candidate_flops(model, solved, calib, input_size, cancel, shortcut=False)
+    # the search took shortcuts (see _candidate_flops); check the winner with the real prune()
+    verified = _candidate_flops(model, solved, calib, input_size, cancel, None)
     if verified != int(round(ratio * base)):
-        raise RuntimeError(f"FLOP-target search: the structure shortcut predicted {int(round(ratio * base))} dense "
-                           f"FLOPs for {solved} but prune() gives {verified}; accelvit.prune.target is out of date "
-                           "with accelvit.prune.core.")
+        if shortcut_ok:
+            log.warning("FLOP-target search: the shortcut predicted %d dense FLOPs but prune() gives %d; searching "
+                        "again with the real prune() for every candidate.", int(round(ratio * base)), verified)
+            return solve_target_flops(model, config, target, input_size, calib, rule, tol, max_evals, strict,
+                                      progress, cancel, _shortcut=False)
+        raise RuntimeError(f"FLOP-target search: prune() of {solved} gave {verified} dense FLOPs where the search "
+                           f"measured {int(round(ratio * base))}; is a criterion non-deterministic?")
     info = {
         "rule": rule, "target": float(target), "tolerance": tol, "baseline_flops": base,
         "target_flops": goal, "achieved_flops": int(round(ratio * base)), "achieved_ratio": ratio,
         "rel_error": ratio / target - 1.0, "within_tolerance": e <= tol, "direction": direction,
         "fine_knob": fine_knob, "fine_adjusted": fine_used, "evaluations": evaluations, "n_evaluations": len(evaluations),
         "calibration_batches": len(calib) if calib is not None else 0, "counter": FLOP_COUNTER,
-        "verified_with_prune": True,
+        "verified_with_prune": True, "shortcut": shortcut_ok,
         "seconds": time.perf_counter() - start,
         "solved": {"head_ratio": solved.head_ratio, "stage_head_ratios": solved.stage_head_ratios,
                    "mlp_ratio": solved.mlp_ratio, "rank_ratio": solved.rank_ratio},
@@ -273,29 +285,62 @@ def solve_target_flops(model: nn.Module, config: PruneConfig, target: float, inp
     return solved, info
 
 
+class _Shortcut:
+    """What the search computes once instead of once per candidate: the head scores."""
+
+    def __init__(self, model: nn.Module, config: PruneConfig, calib: Batches | None, cancel: CancelToken | None):
+        self.model, self.config, self.calib, self.cancel = model, config, calib, cancel
+        self._scores: dict[str, torch.Tensor] | None = None
+
+    def head_scores(self) -> dict[str, torch.Tensor]:
+        if self._scores is None:
+            from .common import Calibration, model_device, window_attentions
+            from .heads import head_scores
+
+            calib = Calibration(self.calib, self.config.calib_batches, model_device(self.model), self.cancel)
+            self._scores = head_scores(self.model, self.config.head_criterion, calib, self.config.seed,
+                                       window_attentions(self.model))
+        return self._scores
+
+
 def _candidate_flops(model: nn.Module, cfg: PruneConfig, calib: Batches | None, input_size: Any,
-                     cancel: CancelToken | None, shortcut: bool = True) -> int:
+                     cancel: CancelToken | None, shortcut: _Shortcut | None) -> int:
     """Dense FLOPs of ``model`` pruned by ``cfg`` (on a deep copy).
 
-    With ``shortcut`` and a ``rank_ratio``, heads and MLP width are pruned by the real
-    ``prune()`` but the SVD step is replaced by its structure: every eligible dense linear
-    becomes a ``LowRankLinear`` of the rank ``prune()`` would choose (``choose_rank`` depends
-    only on the layer's shape and ``rank_ratio``), without computing any SVD -- FLOPs do not
-    depend on the factors' values, and an SVD of every layer costs seconds on a small CPU.
-    ``solve_target_flops`` checks its final answer with the real ``prune()``.
+    Without ``shortcut`` this is the real ``prune()``. With it, three things that cannot change
+    the FLOPs are skipped (``solve_target_flops`` checks its answer with the real ``prune()``
+    and searches again without shortcuts if they ever disagree):
+
+    - head scores are computed once on the unpruned model (``prune()`` scores heads there too,
+      whatever the ratio) and each candidate selects and removes heads with the same
+      ``select_heads`` / ``remove_heads``;
+    - with ``mlp_ranking="uniform"`` every block loses ``round(ratio * width)`` units whatever
+      their scores, so the candidates score MLP units by ``l1`` (no calibration passes);
+    - SVD is replaced by its structure: every eligible dense linear becomes a ``LowRankLinear``
+      of the rank ``prune()`` would choose (``choose_rank`` depends only on the layer's shape and
+      ``rank_ratio``); FLOPs do not depend on the factors' values, and an SVD of every layer
+      costs seconds on a small CPU.
     """
     work = copy.deepcopy(model)
     if cfg.is_noop():
         return _flops(work, input_size)
-    if not (shortcut and cfg.rank_ratio is not None):
+    if shortcut is None:
         prune(work, cfg, calib, cancel=cancel)
         return _flops(work, input_size)
-    from .common import linear_layers, set_submodule
+    from .common import linear_layers, set_submodule, window_attentions
+    from .heads import remove_heads, select_heads
     from .lowrank import LowRankLinear, choose_rank
 
-    structural = replace(cfg, rank_ratio=None, energy=None, activation_aware=False)
-    if not structural.is_noop():
-        prune(work, structural, calib, cancel=cancel)
+    if cfg.prunes_heads:
+        keep = select_heads(shortcut.head_scores(), cfg.head_ratio, cfg.head_ranking, cfg.stage_head_ratios)
+        for name, attn in window_attentions(work):
+            remove_heads(attn, keep[name])
+    rest = replace(cfg, head_ratio=0.0, stage_head_ratios=None, rank_ratio=None, energy=None, activation_aware=False,
+                   mlp_criterion="l1" if cfg.mlp_ranking == "uniform" else cfg.mlp_criterion)
+    if not rest.is_noop():
+        prune(work, rest, calib, cancel=cancel)
+    if cfg.rank_ratio is None:
+        return _flops(work, input_size)
     for name, lin in linear_layers(work, cfg.svd_layers, include_lowrank=False):
         m, n = lin.out_features, lin.in_features
         rank = choose_rank(m, n, torch.empty(0), cfg.rank_ratio, None)
