@@ -20,6 +20,11 @@ import pytest
 import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1 import element_tree
+
+# AppTest drives st.file_uploader only in recent Streamlit (streamlit/streamlit#14341, 2026); with an
+# older one the upload part is skipped (tests/test_ui_inference.py covers the upload checks directly).
+APPTEST_UPLOADS = hasattr(getattr(element_tree, "FileUploader", None), "set_value")
 
 from accelvit import jobs, serialize
 from accelvit.data import DataConfig
@@ -386,6 +391,13 @@ def test_inference_predicts_for_a_png_and_refuses_a_text_file(home, saved_models
         no_exception(at)
         assert {x.label for x in at.metric} == {"baseline latency (batch 1, CPU)", "pruned latency (batch 1, CPU)",
                                                 "speedup (paired)"}
+        at.radio(key="inf_source").set_value("test").run()  # test images of the run's data set
+        no_exception(at)
+        assert len(at.dataframe) == 2 * 4
+        assert all("true class" in i.captions[0] for i in at.image) and len(at.image) == 4
+        at.radio(key="inf_source").set_value("upload").run()
+        if not APPTEST_UPLOADS:
+            pytest.skip("this Streamlit's AppTest cannot upload files (needs streamlit/streamlit#14341)")
         at.file_uploader(key="inf_files").set_value(("seven.png", _png(), "image/png")).run()
         no_exception(at)
         assert not at.error
@@ -399,9 +411,5 @@ def test_inference_predicts_for_a_png_and_refuses_a_text_file(home, saved_models
         no_exception(at)
         assert "notes.txt" in texts(at.error) and "not an image" in texts(at.error)
         assert len(at.dataframe) == 2  # the PNG next to it still gets its predictions
-        at.radio(key="inf_source").set_value("test").run()
-        no_exception(at)
-        assert len(at.dataframe) == 2 * 4
-        assert all("true class" in i.captions[0] for i in at.image) and len(at.image) == 4
     finally:
         release_owner(ids["live_owner"])
