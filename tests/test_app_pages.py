@@ -270,6 +270,7 @@ def test_experiment_invalid_inputs_show_errors_next_to_the_field(home, tmp_path)
     no_exception(at)
     msg = texts(_column_with(at, "exp:data.root").error)
     assert "CIFAR-10 not found" in msg and "no-cifar" in msg
+    assert at.checkbox(key="exp:data.augment").value  # photos get augmentation, digits do not
     at.selectbox(key="exp:data.dataset").set_value("digits")
     at.toggle(key="exp:sweep").set_value(True).run()
     at.text_input(key="exp:sweep.head_ratio").set_value("0.25, lots").run()

@@ -16,6 +16,7 @@ The home page screenshot is saved under the test's tmp folder. With
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -116,6 +117,11 @@ def test_quick_demo_in_a_real_browser(server, tmp_path):
             button.click()
             # the live view appears, then the run finishes (about half a minute on 2 CPU cores)
             expect(page.get_by_text("Cancel this run")).to_be_visible(timeout=60_000)
+            # a second tab opened during the job shows the same live run (read from the store)
+            other = browser.new_page(viewport={"width": 1400, "height": 1000})
+            other.goto(server, wait_until="domcontentloaded")
+            expect(other.get_by_text(re.compile(r"overall \d+% · stage: \w+")).first).to_be_visible(timeout=60_000)
+            other.close()
             if shots:  # the live view mid-run: progress, curves, throughput, ETA
                 try:
                     expect(page.get_by_text("training loss")).to_be_visible(timeout=60_000)
@@ -132,7 +138,7 @@ def test_quick_demo_in_a_real_browser(server, tmp_path):
             expect(chart).to_be_visible(timeout=30_000)
             expect(chart.locator(".main-svg").first).to_be_attached(timeout=30_000)
             assert page.get_by_text("Best trade-offs").is_visible()
-            # a second tab sees the same (finished) run from the store
+            # a new tab after the job sees the same finished run
             other = browser.new_page(viewport={"width": 1400, "height": 1000})
             other.goto(server, wait_until="domcontentloaded")
             expect(other.locator('[data-testid="stDataFrame"]').first).to_be_visible(timeout=60_000)
