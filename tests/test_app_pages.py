@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -207,6 +206,7 @@ def test_reload_and_second_tab_show_the_same_live_progress(home):
         release_owner(ids["live_owner"])
 
 
+@pytest.mark.slow
 def test_server_restart_mid_job_leaves_the_run_interrupted(home, tmp_path):
     """A real job process is killed mid-run; the next server (manager) marks its run interrupted."""
     script = textwrap.dedent(f"""
@@ -298,6 +298,7 @@ def test_experiment_saved_model_source_checks_the_folder_and_estimates_on_reques
     assert got["Dense FLOPs / image"].endswith("M") and "vs" in at.metric[0].delta
 
 
+@pytest.mark.slow
 def test_experiment_launches_a_digits_run_that_reaches_finished(home):
     at = page("experiment")
     for key, value in TINY.items():
@@ -319,6 +320,7 @@ def test_experiment_launches_a_digits_run_that_reaches_finished(home):
     assert {"before", "pruned", "after"} <= set(run["stages"]) and "model" in run["artifacts"]
 
 
+@pytest.mark.slow
 def test_experiment_launches_a_sweep_and_cancels_it(home):
     at = page("experiment")
     for key, value in {**TINY, "exp:train.epochs": 60}.items():

@@ -48,6 +48,8 @@ except ImportError:  # pragma: no cover - the dev requirements install it
     sync_playwright = None
 
 pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
     pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary (apt-get install chromium; .ci/run does it)"),
     pytest.mark.skipif(sync_playwright is None, reason="the playwright Python package is not installed"),
 ]

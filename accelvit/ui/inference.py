@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from ..data import load_image, make_transforms
-from ..errors import CheckpointError, InputError
+from ..errors import InputError
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024   # per uploaded image
 MAX_IMAGE_PIXELS = 25_000_000
@@ -154,5 +154,5 @@ def dataset_examples(data_config: dict[str, Any], n: int = 8, seed: int = 0) -> 
     return out
 
 
-__all__ = ["MAX_IMAGE_BYTES", "CheckpointError", "InputError", "LoadedModel", "dataset_examples", "latencies", "latency_ms",
+__all__ = ["MAX_IMAGE_BYTES", "InputError", "LoadedModel", "dataset_examples", "latencies", "latency_ms",
            "load_model", "predict", "preprocess", "read_upload", "run_model_paths"]
