@@ -62,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--mlp-ratio", type=float, default=0.0, help="fraction of MLP hidden units removed")
     g.add_argument("--mlp-criterion", choices=CRITERIA, default="taylor")
     g.add_argument("--mlp-ranking", choices=RANKINGS, default="uniform")
+    g.add_argument("--target-flops", type=float, default=None,
+                   help="reach this fraction of the dense FLOPs (e.g. 0.5) by searching the head / MLP / rank "
+                        "ratios; the ratios given set the direction of the search")
     g = p.add_argument_group("low rank (SVD)")
     g.add_argument("--rank-ratio", type=float, default=None, help="fraction of each layer's weights kept by SVD")
     g.add_argument("--energy", type=float, default=None, help="alternative: fraction of squared singular values kept")
@@ -97,7 +100,7 @@ def prune_config_from_args(args: argparse.Namespace) -> PruneConfig:
         activation_aware=args.activation_aware, svd_damping=args.svd_damping, svd_layers=tuple(args.svd_layers),
         sparsity=args.sparsity, iht_interval=args.iht_interval, iht_ramp_frac=args.iht_ramp_frac,
         iht_scope=args.iht_scope, iht_layers=tuple(args.iht_layers), calib_batches=args.calib_batches,
-        seed=args.seed).validate()
+        seed=args.seed, target_flops=args.target_flops).validate()
 
 
 def _state(model: torch.nn.Module, loader, device, num_classes: int, args: argparse.Namespace,

@@ -73,6 +73,9 @@ def _register_run(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--energy", type=float, default=None, help="SVD: fraction of spectral energy kept")
     g.add_argument("--activation-aware", action="store_true", default=None, help="activation-aware SVD")
     g.add_argument("--sparsity", type=float, default=None, help="IHT: final fraction of zero weights")
+    g.add_argument("--target-flops", type=float, default=None,
+                   help="reach this fraction of the dense FLOPs (e.g. 0.5) by searching the ratios; ratios "
+                        "given set the direction of the search")
     g.add_argument("--finetune-epochs", type=int, default=None, help="finetune epochs after pruning (default 3)")
     g.add_argument("--finetune-lr", type=float, default=None, help="finetune peak learning rate")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -159,6 +162,7 @@ def config_from_args(args: argparse.Namespace):
         "train.lr": args.lr, "prune.head_ratio": args.head_ratio, "prune.head_criterion": args.head_criterion,
         "prune.mlp_ratio": args.mlp_ratio, "prune.mlp_criterion": args.mlp_criterion, "prune.rank_ratio": args.rank_ratio, "prune.energy": args.energy,
         "prune.activation_aware": args.activation_aware, "prune.sparsity": args.sparsity,
+        "prune.target_flops": args.target_flops,
         "finetune.epochs": args.finetune_epochs, "finetune.lr": args.finetune_lr, "device": args.device,
         "seed": args.seed, "measure_latency": (False if args.no_latency else None), "control": args.control,
         "name": args.name,

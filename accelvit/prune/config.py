@@ -12,6 +12,7 @@ from ..errors import ConfigError
 CRITERIA = ("taylor", "l1", "random")
 RANKINGS = ("global", "uniform")
 IHT_SCOPES = ("layer", "global")
+TARGET_RULES = ("uniform",)
 #: Names of the linear layers SVD / IHT may touch (the last part of the module path;
 #: ``reduction`` is the patch-merging projection, ``head`` the classifier ``head.fc``).
 LINEAR_KINDS = ("qkv", "proj", "fc1", "fc2", "reduction", "head")
@@ -49,6 +50,11 @@ class PruneConfig:
         iht_layers: linear kinds IHT sparsifies (both factors of low-rank layers included).
         calib_batches: calibration batches used by ``taylor`` and activation-aware SVD.
         seed: seeds the ``random`` criterion.
+        target_flops: instead of fixed ratios, reach this fraction of the model's dense FLOPs
+            (within 1%): ``prune`` searches the head / MLP-width / rank ratios along the
+            direction the ratios above give (all zero: heads and MLP width alike), see
+            :mod:`accelvit.prune.target`. None: use the ratios as given.
+        target_rule: allocation rule of the FLOP-target search (``uniform``).
     """
 
     head_ratio: float = 0.0
@@ -70,6 +76,8 @@ class PruneConfig:
     iht_layers: tuple[str, ...] = DEFAULT_LINEARS
     calib_batches: int = 8
     seed: int = 0
+    target_flops: float | None = None
+    target_rule: str = "uniform"
 
     def __post_init__(self) -> None:
         if isinstance(self.svd_layers, (list, str)):
@@ -125,6 +133,14 @@ class PruneConfig:
             raise ConfigError("calib_batches", f"must be a whole number >= 1, got {self.calib_batches!r}.")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError("seed", f"must be a whole number, got {self.seed!r}.")
+        if self.target_flops is not None:
+            if not _is_number(self.target_flops) or not 0 < self.target_flops < 1:
+                raise ConfigError("target_flops", f"must be a fraction of the baseline's dense FLOPs in (0, 1), "
+                                                  f"got {self.target_flops!r}; use None for fixed ratios.")
+            if self.energy is not None:
+                raise ConfigError("target_flops", "cannot be combined with energy (the search sets the SVD rank "
+                                                  "ratio); give rank_ratio, or nothing, as the direction.")
+        _choice("target_rule", self.target_rule, TARGET_RULES)
         return self
 
     # ----------------------------------------------------------------- helpers
@@ -139,13 +155,16 @@ class PruneConfig:
     @property
     def needs_calibration(self) -> bool:
         """Whether ``prune`` reads the calibration loader."""
+        if self.target_flops is not None:  # the search may set any ratio
+            return self.head_criterion == "taylor" or self.mlp_criterion == "taylor" or self.activation_aware
         return ((self.prunes_heads and self.head_criterion == "taylor")
                 or (self.mlp_ratio > 0 and self.mlp_criterion == "taylor")
                 or (self.svd_enabled and self.activation_aware))
 
     def is_noop(self) -> bool:
         """True when neither ``prune`` nor finetuning IHT would change anything."""
-        return not self.prunes_heads and self.mlp_ratio == 0 and not self.svd_enabled and self.sparsity == 0
+        return (not self.prunes_heads and self.mlp_ratio == 0 and not self.svd_enabled and self.sparsity == 0
+                and self.target_flops is None)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

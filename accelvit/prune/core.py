@@ -52,6 +52,8 @@ class PruneReport:
     lowrank_layers: int
     seconds: float
     layers: list[dict[str, Any]] = field(default_factory=list)
+    #: With ``target_flops``: the search (requested/achieved FLOPs, solved ratios, evaluations).
+    target: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -78,6 +80,8 @@ def prune(model: nn.Module, config: PruneConfig, calib_loader: Iterable | None =
     Returns the same model object and a :class:`PruneReport`.
     """
     config.validate()
+    if config.target_flops is not None:
+        return _prune_to_target(model, config, calib_loader, progress, cancel)
     if config.needs_calibration and calib_loader is None:
         raise ConfigError("calib_loader", "the chosen criteria (taylor or activation-aware SVD) need calibration "
                                           "data; pass a loader or use l1/random criteria.")
@@ -187,3 +191,23 @@ def _factorize_linears(model, config, calib, report, emit, cancel) -> None:
             report.lowrank_layers += 1
         report.layers.append(entry)
         emit("svd", i, len(targets), name)
+
+
+def _prune_to_target(model: nn.Module, config: PruneConfig, calib_loader: Iterable | None,
+                     progress: Callable[[PruneProgress], None] | None,
+                     cancel: CancelToken | None) -> tuple[nn.Module, PruneReport]:
+    """``target_flops``: search the ratios (accelvit.prune.target), then prune with them.
+
+    The report's ``config`` is the solved config (the ratios really applied, with
+    ``target_flops`` kept for the record) and ``target`` describes the search.
+    """
+    from .target import prune_to_target
+
+    if config.needs_calibration and calib_loader is None:
+        raise ConfigError("calib_loader", "the chosen criteria (taylor or activation-aware SVD) need calibration "
+                                          "data; pass a loader or use l1/random criteria.")
+    model, report, solved, info = prune_to_target(model, config, config.target_flops, calib_loader=calib_loader,
+                                                  rule=config.target_rule, progress=progress, cancel=cancel)
+    report.config = {**solved.to_dict(), "target_flops": config.target_flops}
+    report.target = {k: v for k, v in info.items() if k != "evaluations"}
+    return model, report
