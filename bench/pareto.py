@@ -28,6 +28,7 @@ Methods (``--methods``, comma separated; ``METHODS`` below):
   (``prune_num_heads=True``) and its default channel mode (embedding channels + head dims, the
   recipe of its timm examples). They are really run; what happens is recorded in ``status``;
 - ``random``: the ``accelvit`` config with random head / MLP-unit selection (control);
+- ``accelvit_nosvd`` (ablation, not run by default): ``accelvit`` without the SVD share;
 - ``baseline`` (reference, no extra training) and ``baseline_ft`` (control: the unpruned
   baseline finetuned for the same epochs).
 
@@ -98,8 +99,9 @@ METHODS: dict[str, str] = {
     "tp_head_count": "Torch-Pruning head-count mode (prune_num_heads=True)",
     "tp_embed_channels": "Torch-Pruning default channel mode (embedding channels + head dims)",
     "random": "control: the accelvit config with random head / MLP-unit selection",
+    "accelvit_nosvd": "ablation: accelvit without SVD (heads + MLP width only, same criteria)",
 }
-DEFAULT_METHODS = [m for m in METHODS if m != "tp_taylor_global"]
+DEFAULT_METHODS = [m for m in METHODS if m not in ("tp_taylor_global", "accelvit_nosvd")]
 PRUNED_METHODS = [m for m in METHODS if m not in ("baseline", "baseline_ft")]
 
 COLUMNS = ["method", "target_flops", "status", "top1", "top5", "top1_pruned", "dense_flops", "flops_ratio",
@@ -241,8 +243,9 @@ TP_MAX_RATIO = 0.9
 #: What we found makes each failing mode fail on timm Swin (appended to the recorded error).
 TP_WHY = {
     "head_count": (" -- TP removes whole heads from qkv/proj but not their columns of the "
-                   "relative_position_bias_table (one per original head), so the bias broadcasts the kept heads "
-                   "back to the original count and proj receives the wrong width"),
+                   "relative_position_bias_table (one per original head), so the bias no longer matches the heads "
+                   "(it fails to add, or broadcasts the kept heads back to the original count and proj receives "
+                   "the wrong width)"),
     "embed": (" -- TP prunes the residual channels C by index but does not follow PatchMerging's 2x2 concatenation "
               "(4C channels), so the merge's LayerNorm/reduction are cut to the wrong width"),
 }
@@ -306,11 +309,18 @@ def tp_prune(base: nn.Module, mode: str, importance: str, ratio: float, mlp_rati
     if mode == "head_count":
         for a in attns:  # as TP's own timm example does after head pruning
             a.num_heads = num_heads[a.qkv]
+    why = TP_WHY.get(mode, "")
+    if mode == "head_count":
+        if any(a.num_heads < 1 for a in attns):
+            why = (" -- TP removed every head of an attention (it removes ceil(ratio x heads) per layer), leaving "
+                   "num_heads=0")
+        elif all(a.relative_position_bias_table.shape[1] == a.num_heads for a in attns):
+            why = ""
     try:
         with torch.no_grad():
             out = model(torch.randn(2, *input_size))
     except Exception as exc:
-        raise TPFailure(f"the pruned model's forward fails: {type(exc).__name__}: {exc}{TP_WHY.get(mode, '')}") from exc
+        raise TPFailure(f"the pruned model's forward fails: {type(exc).__name__}: {exc}{why}") from exc
     n_cls = spec_of(base).num_classes
     if tuple(out.shape) != (2, n_cls) or not torch.isfinite(out).all():
         raise TPFailure(f"the pruned model returns {tuple(out.shape)} (finite: {bool(torch.isfinite(out).all())})")
@@ -534,19 +544,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             log.info("== %s at %.2f of the dense FLOPs", method, target)
             t0 = time.perf_counter()
             try:
-                if method in ("accelvit", "accelvit_iht", "random"):
+                if method in ("accelvit", "accelvit_iht", "random", "accelvit_nosvd"):
                     if method == "accelvit_iht" and pruned_accelvit is not None:
                         model0, solved, info, p_top1 = pruned_accelvit
                         model = copy.deepcopy(model0)
                     else:
                         crit = "random" if method == "random" else "taylor"
-                        base_cfg = accelvit_config(direction, crit, prof.calib_batches, args.seed)
+                        dirn = {**direction, "svd": 0.0} if method == "accelvit_nosvd" else direction
+                        base_cfg = accelvit_config(dirn, crit, prof.calib_batches, args.seed)
                         solved, info = solve_target_flops(baseline, base_cfg, target, input_size, calib,
                                                           max_evals=prof.search_evals)
                         model = copy.deepcopy(baseline)
                         prune(model, solved, calib)
                         p_top1 = top1_of(model)
-                        if method != "random":
+                        if method == "accelvit":
                             pruned_accelvit = (copy.deepcopy(model), solved, info, p_top1)
                     searches[f"{method}@{target}"] = {k: v for k, v in info.items()}
                     settings = {k: info["solved"][k] for k in ("head_ratio", "mlp_ratio", "rank_ratio")}
@@ -797,7 +808,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="quick", choices=sorted(PROFILES))
     p.add_argument("--device", default="auto", help="training device: auto, cpu, cuda (latency is always CPU)")
     p.add_argument("--methods", default=None, help=f"comma-separated subset of: {', '.join(METHODS)} "
-                                                   f"(default: all but tp_taylor_global)")
+                                                   f"(default: all but tp_taylor_global and accelvit_nosvd)")
     p.add_argument("--targets", type=float, nargs="+", default=None, help="dense-FLOP targets (default 0.7 0.5 0.3)")
     o = p.add_argument_group("profile overrides")
     o.add_argument("--subset", type=int, default=None, help="training images kept (0: all)")
