@@ -174,11 +174,18 @@ with st.container(border=True):
     with i3:
         st.slider("IHT ramp (fraction of finetune steps)", 0.0, 1.0, step=0.05, key=P + "prune.iht_ramp_frac")
         slot("prune.iht_ramp_frac")
+    st.number_input("Target dense FLOPs (fraction of the baseline's; 0 = off, prune by the ratios above)",
+                    min_value=0.0, max_value=0.95, step=0.05, key=P + "prune.target_flops",
+                    help="Searches the head / MLP-width / rank ratios that bring dense FLOPs to this fraction "
+                         "(within 1%). The ratios above set the direction of the search: heads and MLP width "
+                         "alike when they are all zero.")
+    slot("prune.target_flops")
     sweep = st.toggle("Sweep over several ratios (one run per combination, one shared baseline)", key=P + "sweep")
     if sweep:
-        w1, w2, w3, w4 = st.columns(4)
+        w1, w2, w3, w4, w5 = st.columns(5)
         for col, k, label in ((w1, "head_ratio", "Head ratios"), (w2, "mlp_ratio", "MLP width ratios"),
-                              (w3, "rank_ratio", "Rank ratios (none = no SVD)"), (w4, "sparsity", "Sparsities")):
+                              (w3, "rank_ratio", "Rank ratios (none = no SVD)"), (w4, "sparsity", "Sparsities"),
+                              (w5, "target_flops", "FLOP targets (e.g. 0.7, 0.5, 0.3)")):
             with col:
                 st.text_input(label, key=P + "sweep." + k, placeholder="e.g. 0.25, 0.5, 0.75")
                 slot("sweep." + k)

@@ -109,3 +109,18 @@ def test_estimate_shows_the_pruned_cost_before_launching():
                                                     "prune.head_ratio": 0.0, "svd_mode": "off",
                                                     "prune.sparsity": 0.0}).config)
     assert none["after"]["dense_flops"] == none["before"]["dense_flops"]
+
+
+def test_flop_target_field_reaches_the_config_sweep_and_estimate():
+    res = forms.validate_form({"model": "swin_micro", "data.img_size": 16, "prune.target_flops": 0.5,
+                               "prune.head_criterion": "l1", "prune.mlp_criterion": "l1", "prune.mlp_ratio": 0.5,
+                               "svd_mode": "off", "prune.sparsity": 0.0})
+    assert res.ok, res.errors
+    assert res.config.prune.target_flops == 0.5
+    est = forms.estimate_cost(res.config)
+    assert est["after"]["dense_flops"] == pytest.approx(0.5 * est["before"]["dense_flops"], rel=0.01)
+    assert forms.validate_form({}).config.prune.target_flops is None  # 0 = off
+    bad = forms.validate_form({"prune.target_flops": 0.5, "svd_mode": "energy"})
+    assert "energy" in bad.errors["prune.target_flops"]
+    sweep = forms.validate_form({"sweep": True, "sweep.target_flops": "0.7, 0.5"})
+    assert sweep.ok and sweep.sweep.grid == {"target_flops": [0.7, 0.5]}

@@ -43,7 +43,7 @@ TIMM_WEIGHTS = {
     "random": "random initialisation",
 }
 SVD_MODES = {"off": "off", "rank": "rank ratio", "energy": "energy"}
-SWEEP_KEYS = ("head_ratio", "mlp_ratio", "rank_ratio", "sparsity")
+SWEEP_KEYS = ("head_ratio", "mlp_ratio", "rank_ratio", "sparsity", "target_flops")
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 MAX_WEIGHTS_BYTES = 2 * 1024**3
 
@@ -79,6 +79,7 @@ DEFAULTS: dict[str, Any] = {
     "prune.energy": 0.9,
     "prune.activation_aware": False,
     "prune.sparsity": 0.5,
+    "prune.target_flops": 0.0,
     "prune.iht_interval": 16,
     "prune.iht_ramp_frac": 0.7,
     "control": False,
@@ -152,7 +153,8 @@ def build_config(values: dict[str, Any]) -> Any:
         energy=float(v["prune.energy"]) if mode == "energy" else None,
         activation_aware=bool(v["prune.activation_aware"]),
         sparsity=float(v["prune.sparsity"]), iht_interval=int(v["prune.iht_interval"]),
-        iht_ramp_frac=float(v["prune.iht_ramp_frac"]))
+        iht_ramp_frac=float(v["prune.iht_ramp_frac"]),
+        target_flops=float(v["prune.target_flops"]) or None)  # 0 = off: use the ratios as given
     train = TrainConfig(epochs=int(v["train.epochs"]), lr=float(v["train.lr"]))
     finetune = TrainConfig(epochs=int(v["finetune.epochs"]), lr=float(v["finetune.lr"]), warmup_frac=0.1)
     cfg = ExperimentConfig(
@@ -264,7 +266,7 @@ SLOTS = ("name", "data.dataset", "data.root", "data.img_size", "data.batch_size"
          "weights_path", "baseline_checkpoint", "train.epochs", "train.lr", "finetune.epochs", "finetune.lr",
          "device", "prune.head_ratio", "prune.head_criterion", "prune.mlp_ratio", "prune.mlp_criterion",
          "prune.rank_ratio", "prune.energy", "prune.activation_aware", "prune.sparsity", "prune.iht_interval",
-         "prune.iht_ramp_frac", "seed", "sweep", *(f"sweep.{k}" for k in SWEEP_KEYS))
+         "prune.iht_ramp_frac", "prune.target_flops", "seed", "sweep", *(f"sweep.{k}" for k in SWEEP_KEYS))
 
 
 def slot_of(field_name: str) -> str:
@@ -274,7 +276,7 @@ def slot_of(field_name: str) -> str:
     aliases = {"pretrained": "model", "data.download": "data.root", "data.eval_subset": "data.subset",
                "prune.svd_layers": "prune.rank_ratio", "prune.iht_layers": "prune.sparsity",
                "prune.iht_scope": "prune.sparsity", "prune.calib_batches": "prune.head_criterion",
-               "prune.stage_head_ratios": "prune.head_ratio"}
+               "prune.stage_head_ratios": "prune.head_ratio", "prune.target_rule": "prune.target_flops"}
     if field_name in aliases:
         return aliases[field_name]
     if field_name.startswith("grid.") or field_name.startswith("variants"):
