@@ -13,8 +13,12 @@
 ``target`` is a fraction of the *given* model's dense FLOPs (``accelvit.metrics.count_flops``:
 ``FlopCounterMode`` at batch 1, attention included). The solved config, handed to
 :func:`accelvit.prune.prune` with the same calibration batches, gives dense FLOPs within
-``tol`` (default 1%) of ``target * baseline`` -- every candidate is measured by really
-pruning a deep copy and counting its FLOPs, nothing is estimated from a formula.
+``tol`` (default 1%) of ``target * baseline``. Every candidate is a pruned deep copy whose
+FLOPs are counted, never a formula; to stay cheap, candidates reuse one set of head scores,
+score MLP units by ``l1`` when the MLP ranking is uniform (the unit counts, hence the FLOPs,
+do not depend on the scores) and get SVD's low-rank structure without computing any SVD. The
+winner is then checked with the real ``prune()``; should the two ever disagree, the search is
+redone with the real ``prune()`` for every candidate (``_candidate_flops``).
 
 Allocation rule ``uniform`` (the only one so far, ``RULES``)
 ------------------------------------------------------------
