@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from .errors import ConfigError, DataError
@@ -319,70 +319,54 @@ def load_data(cfg: DataConfig) -> DataBundle:
     std = tuple(cfg.std) if cfg.std is not None else (
         (0.5, 0.5, 0.5) if cfg.dataset == "digits" else IMAGENET_STD)
     split: dict[str, Any] = {"seed": cfg.seed, "dataset": cfg.dataset}
-    aug = cfg.augment
 
-    def tf(train: bool, flip: bool = True):
-        return make_transforms(cfg.img_size, mean, std, train=train and aug, flip=flip)
-
+    # Each source gives the training base and targets, and the test base and targets when it
+    # has its own test split (None: the test split is carved from the training base).
+    test_base: Any = None
+    test_t: list[int] | None = None
+    test_name = "test"
     if cfg.dataset == "digits":
-        imgs, targets, classes = _digits(cfg)
-        test_i, val_i, train_i = stratified_split(targets, [cfg.test_fraction, cfg.val_fraction], cfg.seed)
-        split.update(method="stratified", test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction)
-        train_i = _cap(train_i, targets, cfg.subset, cfg.seed)
-        val_i = _cap(val_i, targets, cfg.eval_subset, cfg.seed + 1)
-        test_i = _cap(test_i, targets, cfg.eval_subset, cfg.seed + 2)
-
-        def make(idx, train):
-            return _TensorImages(imgs, targets, idx, mean, std, train=train and aug, img_size=cfg.img_size)
-
-        train_ds, val_ds, test_ds = make(train_i, True), make(val_i, False), make(test_i, False)
+        train_base, train_t, classes = _digits(cfg)
     elif cfg.dataset == "cifar10":
         train_base, train_t, test_base, test_t, classes = _cifar10(cfg)
-        val_i, train_i = stratified_split(train_t, [cfg.val_fraction], cfg.seed)
-        test_i = np.arange(len(test_t))
-        split.update(method="official test split; stratified val from train", val_fraction=cfg.val_fraction)
-        train_i = _cap(train_i, train_t, cfg.subset, cfg.seed)
-        val_i = _cap(val_i, train_t, cfg.eval_subset, cfg.seed + 1)
-        test_i = _cap(test_i, test_t, cfg.eval_subset, cfg.seed + 2)
-        train_ds = _Transformed(train_base, train_i, tf(True), train_t)
-        val_ds = _Transformed(train_base, val_i, tf(False), train_t)
-        test_ds = _Transformed(test_base, test_i, tf(False), test_t)
+        test_name = "official test"
     elif cfg.dataset == "caltech101":
-        base, targets, classes = _caltech101(cfg)
-        test_i, val_i, train_i = stratified_split(targets, [cfg.test_fraction, cfg.val_fraction], cfg.seed)
-        split.update(method="stratified", test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction)
-        train_i = _cap(train_i, targets, cfg.subset, cfg.seed)
-        val_i = _cap(val_i, targets, cfg.eval_subset, cfg.seed + 1)
-        test_i = _cap(test_i, targets, cfg.eval_subset, cfg.seed + 2)
-        train_ds = _Transformed(base, train_i, tf(True), targets)
-        val_ds = _Transformed(base, val_i, tf(False), targets)
-        test_ds = _Transformed(base, test_i, tf(False), targets)
+        train_base, train_t, classes = _caltech101(cfg)
     else:  # folder
         root = Path(cfg.root).expanduser()
         _require_dir(root, "Image folder", "Give the path of a folder with one sub-folder per class.")
         test_dir = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
         if (root / "train").is_dir() and test_dir is not None:
-            train_base = _image_folder(root / "train")
-            test_base = _image_folder(test_dir)
+            train_base, test_base = _image_folder(root / "train"), _image_folder(test_dir)
             if test_base.classes != train_base.classes:
                 raise DataError(f"{root}/train and {test_dir} have different class folders; they must match.")
-            train_t, test_t = list(train_base.targets), list(test_base.targets)
-            val_i, train_i = stratified_split(train_t, [cfg.val_fraction], cfg.seed)
-            test_i = np.arange(len(test_t))
-            split.update(method=f"train/ and {test_dir.name}/ folders; stratified val from train",
-                         val_fraction=cfg.val_fraction)
+            test_t = list(test_base.targets)
+            test_name = f"{test_dir.name}/ folder"
         else:
-            train_base = test_base = _image_folder(root / "train" if (root / "train").is_dir() else root)
-            train_t = test_t = list(train_base.targets)
-            test_i, val_i, train_i = stratified_split(train_t, [cfg.test_fraction, cfg.val_fraction], cfg.seed)
-            split.update(method="stratified", test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction)
-        classes = list(train_base.classes)
-        train_i = _cap(train_i, train_t, cfg.subset, cfg.seed)
-        val_i = _cap(val_i, train_t, cfg.eval_subset, cfg.seed + 1)
-        test_i = _cap(test_i, test_t, cfg.eval_subset, cfg.seed + 2)
-        train_ds = _Transformed(train_base, train_i, tf(True), train_t)
-        val_ds = _Transformed(train_base, val_i, tf(False), train_t)
-        test_ds = _Transformed(test_base, test_i, tf(False), test_t)
+            train_base = _image_folder(root / "train" if (root / "train").is_dir() else root)
+        train_t, classes = list(train_base.targets), list(train_base.classes)
+
+    if test_t is None:
+        test_base, test_t = train_base, train_t
+        test_i, val_i, train_i = stratified_split(train_t, [cfg.test_fraction, cfg.val_fraction], cfg.seed)
+        split.update(method="stratified", test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction)
+    else:
+        val_i, train_i = stratified_split(train_t, [cfg.val_fraction], cfg.seed)
+        test_i = np.arange(len(test_t))
+        split.update(method=f"{test_name} split; stratified val from train", val_fraction=cfg.val_fraction)
+    train_i = _cap(train_i, train_t, cfg.subset, cfg.seed)
+    val_i = _cap(val_i, train_t, cfg.eval_subset, cfg.seed + 1)
+    test_i = _cap(test_i, test_t, cfg.eval_subset, cfg.seed + 2)
+
+    def make(base: Any, idx: np.ndarray, targets: Sequence[int], train: bool) -> Dataset:
+        train = train and cfg.augment
+        if cfg.dataset == "digits":  # a uint8 image tensor, transformed on the fly
+            return _TensorImages(base, targets, idx, mean, std, train=train, img_size=cfg.img_size)
+        return _Transformed(base, idx, make_transforms(cfg.img_size, mean, std, train=train), targets)
+
+    train_ds = make(train_base, train_i, train_t, True)
+    val_ds = make(train_base, val_i, train_t, False)
+    test_ds = make(test_base, test_i, test_t, False)
 
     if len(train_ds) == 0:
         raise DataError(f"The {cfg.dataset} training split is empty; the data set has too few images.")

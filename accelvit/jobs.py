@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .errors import AccelvitError, Cancelled
-from .store import (ACTIVE, CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, TERMINAL, RunStore,
+from .store import (CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, TERMINAL, RunStore,
                     home_dir, new_owner, release_owner)
 from .utils import CancelToken
 

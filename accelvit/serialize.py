@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors import safe_open
 
 from .errors import CheckpointError, ConfigError, ModelError
+from .fileio import atomic_write_bytes, atomic_write_json  # noqa: F401  (re-exported)
 from .models import ModelSpec, build_from_spec, spec_of
 from .sparse_io import load_sparse, save_sparse
 
@@ -49,26 +48,6 @@ def apply_structure(model: torch.nn.Module, structure: dict[str, Any]) -> None:
     from .prune.structure import apply_structure as _apply
 
     _apply(model, structure)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file via a temp file in the same folder + rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; artifacts are meant to be shared
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(Path(path), json.dumps(obj, indent=2, sort_keys=False, default=str).encode())
 
 
 def save(model: torch.nn.Module, path: str | Path, class_names: list[str] | None = None,

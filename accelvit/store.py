@@ -58,7 +58,6 @@ import secrets
 import shutil
 import socket
 import sqlite3
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -69,6 +68,7 @@ from typing import Any, Iterable, Iterator
 import pandas as pd
 
 from .errors import AccelvitError
+from .fileio import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -149,27 +149,6 @@ CREATE TABLE IF NOT EXISTS artifacts (
 
 class StoreError(AccelvitError):
     """The run store cannot be opened or is inconsistent."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder + rename: readers never see half a file.
-    (Same as ``accelvit.serialize.atomic_write_bytes``, kept here so the store needs no torch.)"""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(Path(path), json.dumps(obj, indent=2, default=str).encode())
 
 
 def home_dir(home: str | os.PathLike | None = None) -> Path:

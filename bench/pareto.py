@@ -64,7 +64,7 @@ import shlex
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -613,14 +613,9 @@ def _tp_version() -> str:
 
 
 def machine_info(device: torch.device, load_start) -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from .latency import cpu_name
+
+    cpu = cpu_name()
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "train_device": device_description(device), "torch": torch.__version__, "python": platform.python_version(),
             "load_start": [round(x, 2) for x in load_start] if load_start else None,

@@ -45,11 +45,8 @@ TINY = {"exp:model": "swin_pico", "exp:data.img_size": 16, "exp:data.subset": 20
 def home(tmp_path, monkeypatch):
     h = tmp_path / "home"
     monkeypatch.setenv("ACCELVIT_HOME", str(h))
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield h
     jobs.shutdown_all()
-    torch.set_num_threads(prev)
 
 
 def page(name: str) -> AppTest:

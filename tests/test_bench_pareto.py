@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ lives beside accelvit/, not in the package
@@ -20,14 +19,6 @@ from bench import pareto  # noqa: E402
 
 REQUIRED = ["method", "target_flops", "top1", "dense_flops", "effective_flops", "params", "nonzero_params",
             "size_bytes", "speedup_b64", "status"]
-
-
-@pytest.fixture()
-def one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 def _folder(root, n_per_class):
@@ -41,7 +32,7 @@ def _folder(root, n_per_class):
     return root
 
 
-def test_pareto_smoke_every_method_gives_a_row(tmp_path, one_thread):
+def test_pareto_smoke_every_method_gives_a_row(tmp_path):
     train = _folder(tmp_path / "train", 12)
     test = _folder(tmp_path / "test", 4)
     results_md = tmp_path / "RESULTS.md"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from accelvit.cli import main
 from accelvit.pipeline import Experiment
@@ -16,12 +15,8 @@ TINY = ["--model", "swin_pico", "--subset", "64", "--eval-subset", "32", "--batc
 
 
 @pytest.fixture(autouse=True)
-def one_thread_and_own_home(tmp_path, monkeypatch):
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
+def own_home(tmp_path, monkeypatch):
     monkeypatch.setenv("ACCELVIT_HOME", str(tmp_path / "env-home"))  # restored after (--home sets it)
-    yield
-    torch.set_num_threads(prev)
 
 
 def test_run_then_runs_json_and_table(tmp_path, capsys):

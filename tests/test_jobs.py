@@ -10,7 +10,6 @@ import threading
 import time
 
 import pytest
-import torch
 
 from accelvit import serialize
 from accelvit.data import DataConfig, load_data
@@ -22,14 +21,6 @@ from accelvit.store import CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUN
 from accelvit.train import TrainConfig, evaluate
 
 TIMEOUT = 240
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from accelvit.data import DataConfig
 from accelvit.errors import Cancelled, ConfigError
@@ -14,14 +13,6 @@ from accelvit.pipeline import (STAGES, Experiment, ExperimentConfig, Metrics, Pr
 from accelvit.prune import PruneConfig
 from accelvit.train import TrainConfig
 from accelvit.utils import CancelToken
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 def tiny(**prune) -> ExperimentConfig:

@@ -24,6 +24,7 @@ from accelvit.train import TrainConfig, evaluate, fit
 
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory):
+    # module-scoped, so the per-test one_thread fixture (conftest) does not cover it
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     cfg = DataConfig(dataset="digits", img_size=16, batch_size=64, seed=0, augment=False)
@@ -63,13 +64,10 @@ def test_prune_and_finetune_recovers_within_3_points(baseline) -> None:
 def test_cli_prune_writes_a_loadable_model_and_report(baseline, tmp_path: Path) -> None:
     _model, _data, base_top1, ckpt = baseline
     out = tmp_path / "pruned"
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
     rc = cli_main(["prune", "--checkpoint", str(ckpt), "--dataset", "digits", "--no-augment", "--subset", "256",
                    "--head-ratio", "0.3", "--head-criterion", "l1", "--mlp-ratio", "0.25", "--rank-ratio", "0.5",
                    "--sparsity", "0.5", "--iht-interval", "2", "--finetune-epochs", "1", "--device", "cpu",
                    "--out", str(out)])
-    torch.set_num_threads(n)
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
     for key in ("before", "after"):

@@ -12,15 +12,6 @@ from accelvit.prune.common import Calibration, count_params, select_keep, window
 from accelvit.prune.heads import gate_heads, head_dim, head_scores, original_head_index, select_heads
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 threads spin-wait and run ~30x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _model(seed: int = 0):
     torch.manual_seed(seed)
     m = build_model("swin_pico", 10).eval()

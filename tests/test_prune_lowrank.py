@@ -15,15 +15,6 @@ from accelvit.prune.common import Calibration, count_params, linear_layers
 from accelvit.prune.lowrank import (choose_rank, collect_input_moments, rank_for_energy, rank_for_ratio, svd_of)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 threads spin-wait and run ~30x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _linear(m: int = 24, n: int = 40, seed: int = 0) -> nn.Linear:
     torch.manual_seed(seed)
     return nn.Linear(n, m)

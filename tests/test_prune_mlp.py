@@ -12,15 +12,6 @@ from accelvit.prune.common import Calibration, count_params, mlps
 from accelvit.prune.mlp import gate_mlp, hidden_width, mlp_scores
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 threads spin-wait and run ~30x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _model():
     torch.manual_seed(0)
     return build_model("swin_pico", 10).eval()

@@ -14,15 +14,6 @@ from accelvit.prune.sparse import IHTHook, cubic_density, iht_targets
 from accelvit.train import TrainConfig, TrainHook, fit
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 threads spin-wait and run ~30x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def data():
     return load_data(DataConfig(dataset="digits", img_size=16, batch_size=32, subset=512, seed=0, augment=False))

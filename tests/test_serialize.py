@@ -18,14 +18,6 @@ from accelvit.serialize import SPEC_FILE, WEIGHTS_FILE, load, read_spec, save
 CLASSES = [f"c{i}" for i in range(10)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _x(n: int = 4, seed: int = 1):
     return torch.randn(n, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
 

@@ -15,15 +15,6 @@ from accelvit.prune import PruneConfig, prune
 from accelvit.prune.target import fixed_calibration, prune_to_target, solve_target_flops
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # small SVDs on a shared 2-core machine are 10-50x faster single-threaded
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 @pytest.fixture(scope="module")
 def micro():
     torch.manual_seed(0)

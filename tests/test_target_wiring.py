@@ -15,14 +15,6 @@ from accelvit.models import build_model
 from accelvit.prune import PruneConfig, prune
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 def test_prune_with_target_flops_hits_the_target_and_reports_the_search(tmp_path):
     torch.manual_seed(0)
     model = build_model("swin_micro", 10).eval()

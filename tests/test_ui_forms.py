@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from accelvit.errors import InputError
 from accelvit.pipeline import ExperimentConfig
 from accelvit.ui import forms
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 def test_defaults_are_the_documented_digits_recipe():
