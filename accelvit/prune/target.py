@@ -233,24 +233,13 @@ def solve_target_flops(model: nn.Module, config: PruneConfig, target: float, inp
                     f"{target:.3f} of the dense FLOPs cannot be reached along this direction: pruning as far as "
                     f"it goes ({KNOB_CAP:.0%} of heads/MLP units/SVD weights, never a layer's last head) leaves "
                     f"{r_hi:.3f}. Give a larger target, or add MLP width / SVD to the base config's direction."))
-            lo, hi, r_lo = 0.0, t_max, 1.0
-            # safeguarded false position on t (FLOPs fall as t grows)
-            step = 0
-            while hi - lo > 1e-3 * t_max:
-                # alternate false position (fast where FLOPs are smooth in t) and plain
-                # bisection (guaranteed halving where a head count jumps)
-                w = (r_lo - target) / max(r_lo - r_hi, 1e-12) if step % 2 == 0 else 0.5
-                t = lo + min(0.9, max(0.1, w)) * (hi - lo)
-                step += 1
+            def at_t(t: float) -> float:
                 cfg = cfg_at(t)
                 r = evaluate(cfg, "t")
                 consider(cfg, r)
-                if abs(err(r)) <= tol / 2:
-                    break
-                if r > target:
-                    lo, r_lo = t, r
-                else:
-                    hi, r_hi = t, r
+                return r
+
+            lo, hi = _false_position(at_t, 0.0, t_max, 1.0, r_hi, target, tol, err, 1e-3 * t_max)
             if best is not None and best[0] > tol / 2 and fine_knob is not None:
                 fine_used = True
                 _fine_adjust(config, direction, use_svd, fine_knob, lo, hi, target, tol, evaluate, consider, err)
@@ -363,6 +352,29 @@ def _needs_calibration_somewhere(config: PruneConfig) -> bool:
     return config.head_criterion == "taylor" or config.mlp_criterion == "taylor" or config.activation_aware
 
 
+def _false_position(measure: Callable[[float], float], lo: float, hi: float, r_lo: float, r_hi: float,
+                    target: float, tol: float, err: Callable[[float], float], min_width: float) -> tuple[float, float]:
+    """Safeguarded false position on a knob whose measured FLOP ratio falls as it grows.
+
+    Alternates false position (fast where FLOPs are smooth in the knob) and plain bisection
+    (guaranteed halving where a head count jumps); stops inside ``tol / 2`` or when the
+    bracket ``[lo, hi]`` is narrower than ``min_width``. Returns the final bracket.
+    """
+    step = 0
+    while hi - lo > min_width:
+        w = (r_lo - target) / max(r_lo - r_hi, 1e-12) if step % 2 == 0 else 0.5
+        x = lo + min(0.9, max(0.1, w)) * (hi - lo)
+        step += 1
+        r = measure(x)
+        if abs(err(r)) <= tol / 2:
+            break
+        if r > target:
+            lo, r_lo = x, r
+        else:
+            hi, r_hi = x, r
+    return lo, hi
+
+
 def _fine_adjust(config, direction, use_svd, knob, t_lo, t_hi, target, tol, evaluate, consider, err) -> None:
     """Freeze the other knobs at one end of the bracket (the low end first) and bisect ``knob`` alone."""
     for t_fixed in (t_lo, t_hi):
@@ -379,20 +391,14 @@ def _fine_adjust(config, direction, use_svd, knob, t_lo, t_hi, target, tol, eval
         consider(cfg_with(b), rb)
         if not (rb <= target <= ra):
             continue
-        step = 0
-        while b - a > 1e-5:
-            w = (ra - target) / max(ra - rb, 1e-12) if step % 2 == 0 else 0.5
-            v = a + min(0.9, max(0.1, w)) * (b - a)
-            step += 1
+
+        def at_v(v: float, cfg_with=cfg_with) -> float:
             cfg = cfg_with(v)
             r = evaluate(cfg, "fine")
             consider(cfg, r)
-            if abs(err(r)) <= tol / 2:
-                break
-            if r > target:
-                a, ra = v, r
-            else:
-                b, rb = v, r
+            return r
+
+        _false_position(at_v, a, b, ra, rb, target, tol, err, 1e-5)
         return
 
 
