@@ -1,4 +1,4 @@
-"""Atomic file writes (temp file in the same folder + rename), shared by serialize and store.
+"""Atomic file writes (temp file in the same folder + rename) and the one JSON sanitiser.
 
 Kept free of torch so the run store (and the dashboard's readers) import it cheaply.
 """
@@ -29,5 +29,39 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def json_default(o: Any) -> Any:
+    """``json.dumps(default=...)``: config/report objects, paths, numpy/torch scalars and tensors, sets."""
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "tolist") and getattr(o, "ndim", 0) > 0:  # tensors, arrays
+        return o.tolist()
+    if hasattr(o, "item"):  # numpy / torch scalars
+        try:
+            return o.item()
+        except Exception:
+            pass
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    return str(o)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Plain JSON types, recursively (NaN kept as float; keys as text; see :func:`json_default`)."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return to_jsonable(json_default(obj))
+
+
+def dumps(obj: Any, **kw: Any) -> str:
+    """``json.dumps`` with :func:`json_default` (NaN allowed, as Python's json writes it)."""
+    return json.dumps(obj, default=json_default, allow_nan=True, **kw)
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=2, default=str).encode())
+    atomic_write_bytes(path, dumps(obj, indent=2).encode())
