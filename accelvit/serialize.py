@@ -171,3 +171,17 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn
         raise CheckpointError(f"{p / SPEC_FILE} records {expected} parameters but the rebuilt model has {got}; the "
                               "spec and weights are inconsistent.")
     return model.to(device).eval(), doc
+
+
+def normalisation(doc: dict[str, Any]) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """``(mean, std)`` a saved model was fed: its training data config's, else the spec's (or None).
+
+    The one lookup used by the runner (a checkpoint baseline), the CLI and the Inference page.
+    """
+    data = (doc.get("meta") or {}).get("data")
+    if isinstance(data, dict) and "dataset" in data:  # None there means the data set's default
+        mean, std = data.get("mean"), data.get("std")
+    else:
+        norm = doc.get("normalization") or doc.get("model") or {}
+        mean, std = norm.get("mean"), norm.get("std")
+    return (tuple(mean) if mean else None), (tuple(std) if std else None)

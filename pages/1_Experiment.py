@@ -215,7 +215,7 @@ if weights_error:
 
 @st.cache_data(show_spinner="Estimating the cost after pruning…", max_entries=64)
 def _estimate(config_json: str) -> dict:
-    from accelvit.pipeline import ExperimentConfig
+    from accelvit.experiment import ExperimentConfig
 
     return forms.estimate_cost(ExperimentConfig.from_dict(json.loads(config_json)))
 

@@ -29,7 +29,7 @@ from accelvit import jobs, serialize
 from accelvit.data import DataConfig
 from accelvit.metrics import measure
 from accelvit.models import build_model
-from accelvit.pipeline import ExperimentConfig
+from accelvit.experiment import ExperimentConfig
 from accelvit.prune import PruneConfig, prune
 from accelvit.store import RunStore, new_owner, release_owner
 from accelvit.train import TrainConfig

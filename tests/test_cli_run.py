@@ -7,7 +7,7 @@ import json
 import pytest
 
 from accelvit.cli import main
-from accelvit.pipeline import Experiment
+from accelvit.experiment import Experiment
 from accelvit.store import RunStore
 
 TINY = ["--model", "swin_pico", "--subset", "64", "--eval-subset", "32", "--batch-size", "32", "--epochs", "1",
@@ -67,7 +67,7 @@ def test_bad_run_configs_fail_before_anything_runs(tmp_path, capsys, args, field
 
 
 def test_sweep_from_json_shares_one_baseline(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(Experiment, "_measure_cost", lambda self, model, dev: {
+    monkeypatch.setattr(Experiment, "measure_cost", lambda self, model, dev: {
         "params": sum(p.numel() for p in model.parameters()), "effective_flops": 1.0})
     base = {"model": "swin_pico", "device": "cpu", "measure_latency": False,
             "data": {"dataset": "digits", "img_size": 16, "batch_size": 32, "subset": 64, "eval_subset": 32},

@@ -15,7 +15,7 @@ from accelvit import serialize
 from accelvit.data import DataConfig, load_data
 from accelvit.errors import ConfigError
 from accelvit.jobs import JobManager, get_manager, shutdown_all
-from accelvit.pipeline import STAGES, Experiment, ExperimentConfig, SweepConfig
+from accelvit.experiment import STAGES, Experiment, ExperimentConfig, SweepConfig
 from accelvit.prune import PruneConfig
 from accelvit.store import CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, RunStore
 from accelvit.train import TrainConfig, evaluate
@@ -37,7 +37,7 @@ def cheap_measure(monkeypatch):
         params = sum(p.numel() for p in model.parameters())
         nonzero = sum(int((p != 0).sum()) for p in model.parameters())
         return {"params": params, "nonzero_params": nonzero, "effective_flops": float(nonzero), "device": str(dev)}
-    monkeypatch.setattr(Experiment, "_measure_cost", fake)
+    monkeypatch.setattr(Experiment, "measure_cost", fake)
 
 
 def tiny(ft_epochs: int = 1, **prune) -> ExperimentConfig:
@@ -103,14 +103,14 @@ def test_cancel_mid_finetune_keeps_finished_stages(manager):
 
 
 def test_failure_is_stored_and_the_runner_takes_the_next_job(manager, cheap_measure, monkeypatch):
-    real = Experiment._stage_prune
+    real = Experiment.stage_prune
 
     def prune_or_fail(self):
         if self.cfg.prune.head_ratio == 0.5:
             raise RuntimeError("injected failure in pruning")
         return real(self)
 
-    monkeypatch.setattr(Experiment, "_stage_prune", prune_or_fail)
+    monkeypatch.setattr(Experiment, "stage_prune", prune_or_fail)
     bad = manager.submit(tiny(head_ratio=0.5))
     good = manager.submit(tiny(head_ratio=0.25))
     assert manager.wait(bad, TIMEOUT) == FAILED

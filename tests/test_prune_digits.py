@@ -70,14 +70,20 @@ def test_cli_prune_writes_a_loadable_model_and_report(baseline, tmp_path: Path) 
                    "--out", str(out)])
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
+    # the same report format as a dashboard run (accelvit.experiment.Experiment.report)
+    assert {"run_id", "name", "config", "metrics", "prune_report", "baseline", "split", "class_names",
+            "timings"} <= set(report)
+    metrics = report["metrics"]
     for key in ("before", "after"):
-        assert {"top1", "params", "nonzero_params"} <= set(report[key])
-    assert report["before"]["top1"] == pytest.approx(base_top1)
-    assert report["after"]["params"] < report["before"]["params"]
-    assert report["after"]["nonzero_params"] < report["after"]["params"]
-    assert {e["kind"] for e in report["layers"]} >= {"heads", "mlp", "lowrank"}
+        assert {"top1", "params", "nonzero_params"} <= set(metrics[key])
+    assert metrics["before"]["top1"] == pytest.approx(base_top1)
+    assert metrics["after"]["params"] < metrics["before"]["params"]
+    assert metrics["after"]["nonzero_params"] < metrics["after"]["params"]
+    assert {e["kind"] for e in report["prune_report"]["layers"]} >= {"heads", "mlp", "lowrank"}
+    assert report["baseline"]["source"] == "checkpoint" and report["config"]["baseline_checkpoint"] == str(ckpt)
     model, doc = load(out)
-    assert count_params(model) == report["after"]["params"]
-    assert count_nonzero(model) == report["after"]["nonzero_params"]
-    assert doc["meta"]["prune"]["head_ratio"] == 0.3
+    assert count_params(model) == metrics["after"]["params"]
+    assert count_nonzero(model) == metrics["after"]["nonzero_params"]
+    assert doc["meta"]["config"]["prune"]["head_ratio"] == 0.3
+    assert (out / "layers_after.csv").exists()
     assert cli_main(["prune", "--checkpoint", str(ckpt), "--head-ratio", "1.5", "--out", str(tmp_path / "x")]) == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from accelvit.errors import InputError
-from accelvit.pipeline import ExperimentConfig
+from accelvit.experiment import ExperimentConfig
 from accelvit.ui import forms
 
 

@@ -1,12 +1,15 @@
-"""``accelvit prune``: prune a saved model, finetune it (with IHT), save it and a report.
+"""``accelvit prune``: an experiment whose baseline is a saved model (no baseline training).
 
     python -m accelvit prune --checkpoint DIR --dataset digits --head-ratio 0.3 --rank-ratio 0.5 \\
         --sparsity 0.5 --finetune-epochs 3 --out DIR2
 
-``DIR2`` receives the pruned model (``accelvit.serialize`` format, loadable by ``load``) and
-``report.json`` with ``before`` / ``pruned`` / ``after`` objects (``top1``, ``params``,
-``nonzero_params``, plus ``accelvit.metrics.measure`` numbers when available) and the
-``layers`` list of what pruning changed.
+It runs the same :class:`accelvit.experiment.Experiment` as the dashboard and ``accelvit
+run`` (``baseline_checkpoint=DIR``), with the same finetune default, and writes the same
+files: ``DIR2`` receives the pruned model (``accelvit.serialize`` format, loadable by
+``load``), ``report.json`` (the run report: ``metrics.{before,pruned,after}``,
+``prune_report.layers``, ``config``, ``baseline``, ``split``, ``timings``) and the per-layer
+tables ``layers_<stage>.csv``. It is not recorded in the run store (use ``accelvit run
+--baseline DIR`` for that).
 """
 
 from __future__ import annotations
@@ -14,22 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .. import serialize
-from ..data import load_data
 from ..errors import ConfigError
-from ..models import spec_of
-from ..prune import PruneConfig, make_iht_hook, prune
-from ..prune.common import count_nonzero, count_params
-from ..prune.config import CRITERIA, IHT_SCOPES, LINEAR_KINDS, RANKINGS
-from ..train import TrainConfig, evaluate, fit
-from ..utils import resolve_device
-from .common import add_data_args, add_runtime_args, data_config_from_args, tqdm_progress
+from ..experiment import Experiment, ExperimentConfig, Progress, default_finetune
+from ..metrics import param_counts
+from ..prune.config import CRITERIA, IHT_SCOPES, LINEAR_KINDS, RANKINGS, PruneConfig
+from .common import add_data_args, add_runtime_args, data_config_from_args
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +78,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--iht-layers", type=_kinds, default=("qkv", "proj", "fc1", "fc2"))
     g.add_argument("--calib-batches", type=int, default=8, help="calibration batches (taylor, activation-aware)")
     g = p.add_argument_group("finetuning")
-    g.add_argument("--finetune-epochs", type=int, default=3)
-    g.add_argument("--lr", type=float, default=1e-3)
-    g.add_argument("--weight-decay", type=float, default=0.05)
-    g.add_argument("--warmup-frac", type=float, default=0.0)
-    g.add_argument("--label-smoothing", type=float, default=0.1)
+    ft = default_finetune()
+    g.add_argument("--finetune-epochs", type=int, default=ft.epochs)
+    g.add_argument("--lr", type=float, default=ft.lr, help="finetune peak learning rate")
+    g.add_argument("--weight-decay", type=float, default=ft.weight_decay)
+    g.add_argument("--warmup-frac", type=float, default=ft.warmup_frac)
+    g.add_argument("--label-smoothing", type=float, default=ft.label_smoothing)
     g = p.add_argument_group("measurement")
-    g.add_argument("--no-measure", action="store_true", help="skip accelvit.metrics (FLOPs, sizes)")
+    g.add_argument("--no-measure", action="store_true",
+                   help="skip accelvit.metrics (FLOPs, sizes); count parameters and nonzeros only")
     g.add_argument("--latency", action="store_true", help="also time the model before and after (slow)")
     add_runtime_args(p)
     p.set_defaults(func=run)
@@ -103,90 +103,77 @@ def prune_config_from_args(args: argparse.Namespace) -> PruneConfig:
         seed=args.seed, target_flops=args.target_flops).validate()
 
 
-def _state(model: torch.nn.Module, loader, device, num_classes: int, args: argparse.Namespace,
-           input_size) -> dict[str, Any]:
-    ev = evaluate(model, loader, device=device, num_classes=num_classes)
-    out: dict[str, Any] = {"top1": ev.top1, "top5": ev.top5, "loss": ev.loss, "n": ev.n,
-                           "params": count_params(model), "nonzero_params": count_nonzero(model)}
-    if not args.no_measure:
-        try:
-            from ..metrics import measure
-        except ImportError:  # metrics is optional here
-            return out
-        try:
-            m = measure(model, input_size, device="cpu", latency=args.latency)
-            out["metrics"] = m.to_dict()
-            out["flops"] = out["metrics"].get("dense_flops")
-        except Exception as exc:  # a measurement must never lose a pruned model
-            log.warning("measure failed: %s", exc)
-            out["metrics"] = {"error": str(exc)}
-    return out
-
-
-def run(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
-    pcfg = prune_config_from_args(args)
-    ft = TrainConfig(epochs=args.finetune_epochs, lr=args.lr, weight_decay=args.weight_decay,
-                     warmup_frac=args.warmup_frac, label_smoothing=args.label_smoothing, device=args.device,
-                     seed=args.seed).validate()
-    model, doc = serialize.load(args.checkpoint, device="cpu")
-    spec = spec_of(model)
-    if args.img_size is not None and args.img_size != spec.img_size:
-        raise ConfigError("img_size", f"the checkpoint was built for {spec.img_size} px inputs, not "
+def experiment_config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """The experiment ``accelvit prune`` runs: the checkpoint as baseline, the flags as prune/finetune."""
+    ckpt = Path(args.checkpoint).expanduser()
+    doc = serialize.read_spec(ckpt)
+    img_size = int((doc.get("model") or {}).get("img_size") or 0) or None
+    if args.img_size is not None and img_size is not None and args.img_size != img_size:
+        raise ConfigError("img_size", f"the checkpoint was built for {img_size} px inputs, not "
                                       f"{args.img_size}; leave --img-size out.")
     # Evaluate on the split the checkpoint was trained with (same data seed and normalisation).
     trained = (doc.get("meta") or {}).get("data") or {}
-    same_data = trained.get("dataset") == args.dataset
-    if same_data and trained.get("seed") is not None and trained.get("seed") != args.seed:
+    seed = args.seed
+    if trained.get("dataset") == args.dataset and trained.get("seed") is not None and trained["seed"] != seed:
         log.info("Using the checkpoint's data seed %s so the test split matches its training.", trained["seed"])
-        args.seed = int(trained["seed"])
-    data_cfg = data_config_from_args(args, spec.img_size, mean=trained.get("mean") if same_data else None,
-                                     std=trained.get("std") if same_data else None)
-    data = load_data(data_cfg)
-    if data.num_classes != spec.num_classes:
-        raise ConfigError("dataset", f"{args.dataset} has {data.num_classes} classes but the checkpoint's classifier "
-                                     f"has {spec.num_classes}; prune on the data set the model was trained on.")
-    device = resolve_device(args.device)
-    model.to(device)
-    test = data.test if len(data.test.dataset) else data.val
-    input_size = (3, spec.img_size, spec.img_size)
+        seed = int(trained["seed"])
+    data = data_config_from_args(args, img_size or args.img_size or 32)
+    finetune = default_finetune(epochs=args.finetune_epochs, lr=args.lr, weight_decay=args.weight_decay,
+                                warmup_frac=args.warmup_frac, label_smoothing=args.label_smoothing)
+    return ExperimentConfig(model=str(doc.get("model", {}).get("name") or "checkpoint"), data=data,
+                            baseline_checkpoint=str(ckpt), finetune=finetune, prune=prune_config_from_args(args),
+                            device=args.device, seed=seed, measure_latency=bool(args.latency)).validate()
 
-    log.info("evaluating the checkpoint")
-    before = _state(model, test, device, data.num_classes, args, input_size)
-    model, report = prune(model, pcfg, data.train)
-    model.to(device)
-    pruned = _state(model, test, device, data.num_classes, argparse.Namespace(**{**vars(args), "no_measure": True}),
-                    input_size)
-    hook = make_iht_hook(model, pcfg)
-    finetune: dict[str, Any] = {"epochs": 0}
-    if ft.epochs > 0:
-        with tqdm_progress("finetune") as cb:
-            res = fit(model, data.train, ft, val_loader=data.val if len(data.val.dataset) else None,
-                      hooks=[hook] if hook is not None else [], progress=cb)
-        finetune = {"epochs": res.epochs, "steps": res.steps, "train_seconds": res.train_seconds,
-                    "history": res.history}
-    elif hook is not None:
-        log.warning("No finetuning: sparsity %.2f is applied one-shot by magnitude.", pcfg.sparsity)
-        hook.finalize(model)
-    model.eval()
-    after = _state(model, test, device, data.num_classes, args, input_size)
 
-    out = Path(args.out)
-    meta = {"source_checkpoint": str(args.checkpoint), "prune": pcfg.to_dict(), "finetune": ft.to_dict(),
-            "data": data_cfg.to_dict(), "split": data.split, "before": {k: before[k] for k in ("top1", "params")},
-            "after": {k: after[k] for k in ("top1", "params", "nonzero_params")}}
-    serialize.save(model, out, class_names=data.class_names, meta=meta)
-    rep = report.to_dict()
-    full = {"checkpoint": str(args.checkpoint), "model": spec.name, "dataset": args.dataset,
-            "before": before, "pruned": pruned, "after": after,
-            "delta_top1": after["top1"] - before["top1"],
-            "param_reduction": 1 - after["params"] / before["params"],
-            "layers": rep.pop("layers"), "prune": rep, "config": pcfg.to_dict(), "finetune_config": ft.to_dict(),
-            "finetune": finetune, "iht": hook.state() if hook is not None else None,
-            "data": data_cfg.to_dict(), "split": data.split, "seconds": time.perf_counter() - started}
-    serialize.atomic_write_json(out / "report.json", full)
-    summary = {"before_top1": before["top1"], "pruned_top1": pruned["top1"], "after_top1": after["top1"],
-               "params": [before["params"], after["params"]],
-               "nonzero_params": [before["nonzero_params"], after["nonzero_params"]], "out": str(out)}
+def _count_only(model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
+    params, nonzero = param_counts(model)
+    return {"params": params, "nonzero_params": nonzero}
+
+
+class _Bars:
+    """One tqdm bar per training stage, fed by the runner's progress events."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self.bar = None
+        self.stage = None
+
+    def __call__(self, event: Any) -> None:
+        if not isinstance(event, Progress) or event.total_steps is None:
+            return
+        if event.stage != self.stage:
+            self.close()
+            self.stage = event.stage
+            self.bar = self._tqdm(total=event.total_steps, desc=event.stage, unit="step", dynamic_ncols=True)
+        self.bar.n = event.global_step or 0
+        self.bar.set_postfix(epoch=f"{event.epoch}/{event.epochs}", loss=f"{event.loss:.3f}",
+                             acc=f"{event.accuracy:.3f}", refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out).expanduser()
+    ckpt = Path(args.checkpoint).expanduser()
+    if out.resolve() == ckpt.resolve():
+        raise ConfigError("out", f"{out} is the checkpoint folder itself; give another --out so the baseline "
+                                 "is not overwritten.")
+    cfg = experiment_config_from_args(args)
+    bars = _Bars()
+    try:
+        result = Experiment(cfg, on_event=bars, artifact_dir=out, model_dir=out,
+                            measure_cost=_count_only if args.no_measure else None).run()
+    finally:
+        bars.close()
+    m = result.metrics
+    summary = {"before_top1": m["before"]["top1"], "pruned_top1": m["pruned"]["top1"],
+               "after_top1": m["after"]["top1"], "params": [m["before"]["params"], m["after"]["params"]],
+               "nonzero_params": [m["before"]["nonzero_params"], m["after"]["nonzero_params"]], "out": str(out)}
     print(json.dumps(summary))
     return 0

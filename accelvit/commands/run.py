@@ -144,7 +144,7 @@ def _parse_set(item: str) -> tuple[str, Any]:
 def config_from_args(args: argparse.Namespace):
     """The ExperimentConfig that ``accelvit run`` args describe (validated)."""
     from ..models import is_known_model, model_spec
-    from ..pipeline import ExperimentConfig, _resolve_key, _set_path
+    from ..experiment.config import ExperimentConfig, _resolve_key, _set_path
 
     raw: Any = _read_json(args.config, "--config") if args.config else {}
     if not isinstance(raw, dict):
@@ -308,7 +308,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ..jobs import JobManager
-    from ..pipeline import SweepConfig
+    from ..experiment import SweepConfig
 
     d = _read_json(args.config, "--config")
     sweep = SweepConfig.from_dict(d)

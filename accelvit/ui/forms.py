@@ -3,8 +3,8 @@ data-file checks, uploaded weights, the quick demo, and the cost estimate before
 
 The page keeps its widget values in a flat dict keyed by the config field each one sets
 (``"data.img_size"``, ``"train.lr"``, ``"prune.head_ratio"``...). :func:`validate_form`
-turns that dict into an :class:`~accelvit.pipeline.ExperimentConfig` (or a
-:class:`~accelvit.pipeline.SweepConfig`) plus ``{field: message}`` errors, where ``field`` is
+turns that dict into an :class:`~accelvit.experiment.ExperimentConfig` (or a
+:class:`~accelvit.experiment.SweepConfig`) plus ``{field: message}`` errors, where ``field`` is
 the :class:`~accelvit.errors.ConfigError` field, so the page shows each message under the
 widget that set it (:func:`slot_of`).
 """
@@ -103,7 +103,7 @@ QUICK_DEMO: dict[str, Any] = {
 
 
 def quick_demo_config() -> Any:
-    from ..pipeline import ExperimentConfig
+    from ..experiment import ExperimentConfig
 
     return ExperimentConfig.from_dict(copy.deepcopy(QUICK_DEMO)).validate()
 
@@ -135,7 +135,7 @@ def model_name(values: dict[str, Any]) -> str:
 
 def build_config(values: dict[str, Any]) -> Any:
     """The ExperimentConfig the widget values describe (not validated)."""
-    from ..pipeline import ExperimentConfig
+    from ..experiment import ExperimentConfig
 
     v = {**DEFAULTS, **values}
     src = v["model_source"]
@@ -203,7 +203,7 @@ def _message(exc: ConfigError) -> str:
 
 def validate_form(values: dict[str, Any]) -> FormResult:
     """Build and validate. Collects one message per field from every section it can check."""
-    from ..pipeline import SweepConfig
+    from ..experiment import SweepConfig
 
     v = {**DEFAULTS, **values}
     res = FormResult()

@@ -1,6 +1,6 @@
 """Inference for the dashboard: checked uploads, saved models, top-k predictions, latency.
 
-A finished run records two model folders as artifacts (see :mod:`accelvit.pipeline`):
+A finished run records two model folders as artifacts (see :mod:`accelvit.experiment`):
 ``baseline`` (the cached baseline, or the checkpoint it started from) and ``model`` (the
 pruned, finetuned model). Both load through :func:`accelvit.serialize.load`; images are
 prepared with the normalisation the model was trained with (the saved data config, else the

@@ -8,7 +8,7 @@ import pytest
 
 from accelvit.data import DataConfig
 from accelvit.errors import Cancelled, ConfigError
-from accelvit.pipeline import (STAGES, Experiment, ExperimentConfig, Metrics, Progress, StageFinished, StageStarted,
+from accelvit.experiment import (STAGES, Experiment, ExperimentConfig, Metrics, Progress, StageFinished, StageStarted,
                                SweepConfig)
 from accelvit.prune import PruneConfig
 from accelvit.train import TrainConfig

@@ -1,0 +1,363 @@
+"""What one experiment is: :class:`ExperimentConfig` (a validated dataclass with a JSON round trip),
+:class:`SweepConfig` (a base config and the settings to vary), and the one finetune default.
+
+``default_finetune()`` is THE finetune recipe of accelvit: the Experiment form, ``accelvit run``,
+``accelvit prune`` and ``bench.pareto`` all start from it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import serialize
+from ..data import DATASETS, DataConfig
+from ..errors import CheckpointError, ConfigError
+from ..models import SCRATCH_CONFIGS, is_known_model
+from ..prune.config import PruneConfig
+from ..train import TrainConfig
+from ..utils import resolve_device
+
+BASELINE_KEY_VERSION = 1
+
+#: The finetune recipe after pruning (epochs, peak lr, warm-up share); everything else is TrainConfig's.
+#: A short warm-up keeps the first AdamW steps from undoing what the pruned weights still know.
+FINETUNE_DEFAULTS: dict[str, Any] = {"epochs": 3, "lr": 1e-3, "warmup_frac": 0.05}
+
+
+def default_finetune(**overrides: Any) -> TrainConfig:
+    """The one finetune default (``FINETUNE_DEFAULTS``), with ``overrides`` applied."""
+    return TrainConfig(**{**FINETUNE_DEFAULTS, **overrides})
+
+
+def _prefixed(prefix: str, exc: ConfigError) -> ConfigError:
+    msg = str(exc)
+    head = f"{exc.field}: "
+    if msg.startswith(head):
+        msg = msg[len(head):]
+    field_name = exc.field if exc.field.startswith(prefix + ".") else f"{prefix}.{exc.field}"
+    err = ConfigError(field_name, msg)
+    err.__cause__ = exc
+    return err
+
+
+def _from_fields(cls: type, d: Any, prefix: str) -> Any:
+    if d is None:
+        return cls()
+    if isinstance(d, cls):
+        return d
+    if not isinstance(d, dict):
+        raise ConfigError(prefix, f"expected a mapping of settings, got {type(d).__name__}.")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"{prefix}.{unknown[0]}", f"unknown setting; known settings are {sorted(known)}.")
+    try:
+        return cls(**d)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(prefix, f"invalid settings: {exc}") from exc
+
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything one experiment needs; JSON round trip with ``to_dict`` / ``from_dict``.
+
+    Args:
+        name: a label for the run (default: made from model, data set and pruning settings).
+        data: data set, split, image size and batching (``accelvit.data.DataConfig``).
+        model: scratch config (``swin_pico``, ``swin_micro``, ...) or a timm Swin name.
+        pretrained: start the baseline from timm's pretrained weights (needs the hub).
+        weights_path: start the baseline from a local weights file instead.
+        baseline_checkpoint: a saved model directory (``accelvit train --out`` or a previous
+            run's baseline) used as the baseline as it is; no baseline training.
+        train: how the baseline is trained (``epochs=0`` keeps the initial weights).
+        finetune: how the pruned model is finetuned (IHT runs here); also the control's.
+        prune: what to prune (``accelvit.prune.PruneConfig``).
+        device: ``auto``, ``cpu``, ``cuda``...; overrides the sub-configs' devices.
+        seed: overrides the seeds of data, train, finetune and prune.
+        measure_latency: time the model in before / pruned / after (slow for big models on a CPU).
+        control: also finetune the unpruned baseline for the same epochs (a fair reference).
+    """
+
+    name: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: str = "swin_micro"
+    pretrained: bool = False
+    weights_path: str | None = None
+    baseline_checkpoint: str | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: TrainConfig = field(default_factory=default_finetune)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    device: str = "auto"
+    seed: int = 0
+    measure_latency: bool = True
+    control: bool = False
+
+    # ------------------------------------------------------------------ effective sub-configs
+    def effective(self) -> "ExperimentConfig":
+        """A copy whose sub-configs carry the experiment's device and seed."""
+        c = copy.deepcopy(self)
+        c.data = dataclasses.replace(c.data, seed=self.seed)
+        c.train = dataclasses.replace(c.train, device=self.device, seed=self.seed)
+        c.finetune = dataclasses.replace(c.finetune, device=self.device, seed=self.seed)
+        c.prune = dataclasses.replace(c.prune, seed=self.seed)
+        return c
+
+    @property
+    def baseline_source(self) -> str:
+        """``checkpoint``, ``weights`` (local file), ``pretrained`` (hub) or ``scratch``."""
+        if self.baseline_checkpoint:
+            return "checkpoint"
+        if self.weights_path:
+            return "weights"
+        return "pretrained" if self.pretrained else "scratch"
+
+    def display_name(self) -> str:
+        if self.name:
+            return self.name
+        p = self.prune
+        parts = []
+        for label, value, off in (("heads", p.head_ratio, 0), ("mlp", p.mlp_ratio, 0),
+                                  ("rank", p.rank_ratio, None), ("energy", p.energy, None),
+                                  ("sparsity", p.sparsity, 0)):
+            if value is not None and value != off:
+                parts.append(f"{label}={value:g}")
+        for extra in ("target_flops",):  # later pruning fields show up in names too
+            v = getattr(p, extra, None)
+            if v is not None:
+                parts.append(f"{extra}={v:g}")
+        return f"{self.model} {self.data.dataset} " + (" ".join(parts) if parts else "no pruning")
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> "ExperimentConfig":
+        """Check everything that can be checked without running; ConfigError names the field."""
+        if not isinstance(self.name, str):
+            raise ConfigError("name", f"must be text, got {self.name!r}.")
+        if not isinstance(self.data, DataConfig):
+            raise ConfigError("data", "must be a DataConfig (or a mapping in from_dict).")
+        if self.data.dataset not in DATASETS:
+            raise ConfigError("data.dataset", f"unknown data set {self.data.dataset!r}; choose one of "
+                                              f"{', '.join(DATASETS)}.")
+        try:
+            self.data.validate()
+        except ConfigError as exc:
+            raise _prefixed("data", exc) from None
+        if not isinstance(self.model, str) or not self.model:
+            raise ConfigError("model", "give a model name, e.g. swin_micro or swin_tiny_patch4_window7_224.")
+        if not self.baseline_checkpoint and not is_known_model(self.model):
+            raise ConfigError("model", f"unknown model {self.model!r}; use a scratch config "
+                                       f"({', '.join(SCRATCH_CONFIGS)}) or a timm Swin name "
+                                       "(timm.list_models('swin*')).")
+        for name in ("pretrained", "measure_latency", "control"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(name, f"must be true or false, got {getattr(self, name)!r}.")
+        if self.weights_path is not None and not Path(self.weights_path).expanduser().is_file():
+            raise ConfigError("weights_path", f"{self.weights_path} is not a file; give a .safetensors or .pth file.")
+        if self.baseline_checkpoint:
+            try:
+                doc = serialize.read_spec(Path(self.baseline_checkpoint).expanduser())
+            except CheckpointError as exc:
+                raise ConfigError("baseline_checkpoint", str(exc)) from None
+            size = (doc.get("model") or {}).get("img_size")
+            if size is not None and int(size) != self.data.img_size:
+                raise ConfigError("data.img_size", f"the baseline checkpoint expects {size} px inputs, but "
+                                                   f"data.img_size is {self.data.img_size}; set it to {size}.")
+        for prefix in ("train", "finetune"):
+            sub = getattr(self, prefix)
+            if not isinstance(sub, TrainConfig):
+                raise ConfigError(prefix, "must be a TrainConfig (or a mapping in from_dict).")
+            try:
+                dataclasses.replace(sub, device="cpu").validate()
+            except ConfigError as exc:
+                raise _prefixed(prefix, exc) from None
+        if not isinstance(self.prune, PruneConfig):
+            raise ConfigError("prune", "must be a PruneConfig (or a mapping in from_dict).")
+        try:
+            self.prune.validate()
+        except ConfigError as exc:
+            raise _prefixed("prune", exc) from None
+        resolve_device(self.device)  # ConfigError("device", ...)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ConfigError("seed", f"must be a whole number >= 0, got {self.seed!r}.")
+        return self
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        e = self.effective()
+        return {
+            "name": self.name, "data": e.data.to_dict(), "model": self.model, "pretrained": self.pretrained,
+            "weights_path": self.weights_path, "baseline_checkpoint": self.baseline_checkpoint,
+            "train": e.train.to_dict(), "finetune": e.finetune.to_dict(), "prune": e.prune.to_dict(),
+            "device": self.device, "seed": self.seed, "measure_latency": self.measure_latency,
+            "control": self.control,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ExperimentConfig":
+        """Build from a (JSON) mapping. Unknown keys raise ConfigError naming them. Not validated."""
+        if not isinstance(d, dict):
+            raise ConfigError("config", f"expected a mapping, got {type(d).__name__}.")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(unknown[0], f"unknown setting; known settings are {sorted(known)}.")
+        kw = {k: v for k, v in d.items() if k not in ("data", "train", "finetune", "prune")}
+        data = d.get("data")
+        if isinstance(data, dict):
+            data = dict(data)
+            for k in ("mean", "std"):
+                if data.get(k) is not None:
+                    data[k] = tuple(data[k])
+        kw["data"] = _from_fields(DataConfig, data, "data")
+        kw["train"] = _from_fields(TrainConfig, d.get("train"), "train")
+        kw["finetune"] = _from_fields(TrainConfig, d.get("finetune"), "finetune") if d.get("finetune") is not None \
+            else default_finetune()
+        kw["prune"] = _from_fields(PruneConfig, d.get("prune"), "prune")
+        return cls(**kw)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    # ------------------------------------------------------------------ baseline reuse
+    def baseline_key(self) -> str:
+        """A hash of what determines the baseline: data, model, init and baseline training.
+
+        Runs (and sweep points) with equal keys share one trained baseline. Device, worker
+        count and the evaluation subset do not change the trained weights and are left out.
+        """
+        e = self.effective()
+        if self.baseline_checkpoint:
+            p = Path(self.baseline_checkpoint).expanduser().resolve()
+            stamp = ""
+            w = p / serialize.WEIGHTS_FILE
+            if w.exists():
+                st = w.stat()
+                stamp = f"{st.st_size}:{int(st.st_mtime)}"
+            payload: dict[str, Any] = {"checkpoint": str(p), "stamp": stamp}
+        else:
+            data = e.data.to_dict()
+            for k in ("num_workers", "download", "eval_subset"):
+                data.pop(k, None)
+            train = e.train.to_dict()
+            train.pop("device", None)
+            weights = None
+            if self.weights_path:
+                wp = Path(self.weights_path).expanduser().resolve()
+                weights = {"path": str(wp), "size": wp.stat().st_size if wp.exists() else None}
+            payload = {"model": self.model, "pretrained": self.pretrained, "weights": weights,
+                       "data": data, "train": train}
+        payload["v"] = BASELINE_KEY_VERSION
+        blob = json.dumps(payload, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _set_path(d: dict[str, Any], path: str, value: Any) -> None:
+    parts = path.split(".")
+    cur = d
+    for p in parts[:-1]:
+        if not isinstance(cur.get(p), dict):
+            cur[p] = {}
+        cur = cur[p]
+    cur[parts[-1]] = value
+
+
+def _resolve_key(key: str) -> str:
+    """A sweep key: a PruneConfig field (``head_ratio``), a top-level field, or a dotted path."""
+    if "." in key:
+        return key
+    prune_fields = {f.name for f in dataclasses.fields(PruneConfig)}
+    if key in prune_fields:
+        return f"prune.{key}"
+    top = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    if key in top:
+        return key
+    raise ConfigError(f"grid.{key}", f"unknown setting {key!r}; use a pruning setting "
+                                     f"({', '.join(sorted(prune_fields))}), an experiment setting or a dotted "
+                                     "path such as finetune.epochs.")
+
+
+@dataclass
+class SweepConfig:
+    """A base experiment and the settings to vary; every point shares the base's baseline.
+
+    Args:
+        base: the experiment every point starts from.
+        grid: ``{setting: [values]}``; the cross product is run. Keys are PruneConfig field
+            names (``head_ratio``, ``rank_ratio``, ``sparsity``, ...), experiment fields, or
+            dotted paths (``finetune.epochs``).
+        variants: a list of ``{setting: value}`` override dicts (combined with every grid point).
+        name: a label; run names become ``"<name> head_ratio=0.5 ..."``.
+
+    JSON form (``accelvit sweep --config sweep.json``)::
+
+        {"name": "heads x rank", "base": {...ExperimentConfig...},
+         "grid": {"head_ratio": [0.25, 0.5], "rank_ratio": [null, 0.5]}}
+    """
+
+    base: ExperimentConfig = field(default_factory=ExperimentConfig)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    variants: list[dict[str, Any]] = field(default_factory=list)
+    name: str = ""
+
+    def points(self) -> list[dict[str, Any]]:
+        """The override dict of every point, in order (dotted keys)."""
+        if not isinstance(self.grid, dict):
+            raise ConfigError("grid", "must be a mapping of setting -> list of values.")
+        if not isinstance(self.variants, list) or not all(isinstance(v, dict) for v in self.variants):
+            raise ConfigError("variants", "must be a list of mappings of setting -> value.")
+        keys = list(self.grid)
+        for k in keys:
+            vals = self.grid[k]
+            if not isinstance(vals, (list, tuple)) or len(vals) == 0:
+                raise ConfigError(f"grid.{k}", "must be a non-empty list of values.")
+        combos = [dict(zip(keys, vals)) for vals in itertools.product(*(self.grid[k] for k in keys))] or [{}]
+        variants = self.variants or [{}]
+        return [{**c, **v} for c in combos for v in variants]
+
+    def expand(self) -> list[ExperimentConfig]:
+        """One validated ExperimentConfig per point; ConfigError names the point and field."""
+        base = self.base.to_dict()
+        out = []
+        for i, point in enumerate(self.points()):
+            d = copy.deepcopy(base)
+            label = []
+            for key, value in point.items():
+                _set_path(d, _resolve_key(key), value)
+                label.append(f"{key}={value}")
+            prefix = (self.name or self.base.name or "sweep").strip()
+            d["name"] = f"{prefix} {' '.join(label)}".strip() if label else prefix
+            try:
+                cfg = ExperimentConfig.from_dict(d).validate()
+            except ConfigError as exc:
+                raise ConfigError(exc.field, f"{str(exc)[len(exc.field) + 2:]} (sweep point {i + 1}: "
+                                             f"{' '.join(label) or 'base'})") from None
+            out.append(cfg)
+        if not out:
+            raise ConfigError("grid", "the sweep has no points.")
+        return out
+
+    def validate(self) -> "SweepConfig":
+        self.base.validate()
+        self.expand()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "base": self.base.to_dict(), "grid": dict(self.grid),
+                "variants": list(self.variants)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SweepConfig":
+        if not isinstance(d, dict):
+            raise ConfigError("sweep", f"expected a mapping, got {type(d).__name__}.")
+        unknown = sorted(set(d) - {"name", "base", "grid", "variants"})
+        if unknown:
+            raise ConfigError(unknown[0], "unknown sweep setting; use name, base, grid and variants.")
+        return cls(base=ExperimentConfig.from_dict(d.get("base") or {}), grid=dict(d.get("grid") or {}),
+                   variants=list(d.get("variants") or []), name=str(d.get("name") or ""))

@@ -1,0 +1,408 @@
+"""One experiment, headless: data -> baseline -> prune -> finetune -> evaluate, emitting events.
+
+``Experiment(config).run()`` runs these named stages in order (``STAGES``)::
+
+    data      load the data set (train / val / test loaders)
+    baseline  train from scratch, finetune a pretrained model, or load a saved checkpoint;
+              trained baselines are cached under $ACCELVIT_HOME/baselines/<baseline_key>/
+              (``accelvit.experiment.baselines``) and reused by every run with the same key
+    before    evaluate + measure the baseline                      -> Metrics("before")
+    prune     heads / MLP width / SVD (accelvit.prune.prune)
+    pruned    evaluate + measure, no finetune                      -> Metrics("pruned")
+    finetune  finetune with the IHT sparsity hook
+    after     evaluate + measure                                   -> Metrics("after")
+    control   (config.control only) the baseline finetuned for the same extra epochs,
+              evaluated + measured                                 -> Metrics("control")
+    save      the pruned model (accelvit.serialize) + report.json  -> Artifact events
+
+This one runner is what the dashboard's jobs, ``accelvit run``, ``accelvit sweep``,
+``accelvit prune`` (a run whose baseline is a given checkpoint) and ``bench.pareto``'s
+accelvit rows execute. Its seams, for callers and tests (no private methods to patch):
+
+- ``stages``: run only these stages (in the order of ``STAGES``), e.g. ``("data",
+  "baseline", "before")`` for a measured baseline;
+- ``overrides``: ``{stage: fn(experiment) -> info dict}`` replaces a stage; the default of
+  each is the public method ``Experiment.stage_<name>``, so a wrapper can call through;
+- ``measure_cost``: ``fn(model, device) -> dict`` replaces the FLOP / size / latency
+  measurement (``accelvit.metrics.measure``) of the measured stages;
+- ``model_dir``: where ``save`` writes the model (default ``<artifact_dir>/model``).
+
+Everything it does is told through ``on_event(event)`` (``accelvit.experiment.events``);
+the cancel token is checked between stages and inside every training step, and
+:class:`~accelvit.errors.Cancelled` propagates out of ``run``. On any other error an
+:class:`ErrorEvent` is emitted and the exception re-raised.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from .. import serialize
+from ..data import load_data
+from ..errors import Cancelled, ConfigError, ModelError
+from ..fileio import to_jsonable
+from ..metrics import measure
+from ..models import build_model, model_spec
+from ..prune import make_iht_hook, prune
+from ..train import TrainProgress, evaluate, fit
+from ..utils import CancelToken, check_cancel, resolve_device, seed_everything
+from . import baselines
+from .config import ExperimentConfig
+from .events import (STAGES, Artifact, ErrorEvent, Event, EventCallback, Metrics, Progress, StageFinished,
+                     StageStarted, WarningEvent, describe_error)
+
+log = logging.getLogger(__name__)
+
+StageFn = Callable[["Experiment"], "dict[str, Any] | None"]
+MeasureCost = Callable[[torch.nn.Module, torch.device], "dict[str, Any]"]
+
+
+@dataclass
+class ExperimentResult:
+    config: dict[str, Any]
+    metrics: dict[str, dict[str, Any]]          # stage -> metrics
+    prune_report: dict[str, Any] | None
+    artifacts: dict[str, str]                   # name -> path
+    baseline: dict[str, Any]                    # source, key, path, fit summary
+    timings: dict[str, float]                   # stage -> seconds
+    model: torch.nn.Module | None = None        # the pruned, finetuned model
+    baseline_model: torch.nn.Module | None = None  # the baseline, when a stage after prune still holds it
+
+
+class Experiment:
+    """Runs one :class:`ExperimentConfig` (see the module docstring).
+
+    Args:
+        config: validated here again before anything runs.
+        on_event: called with every event, in the calling thread.
+        cancel: checked between stages and every training step.
+        home: the workspace holding the baseline cache (default ``$ACCELVIT_HOME``).
+        artifact_dir: where ``save`` writes report.json and the per-layer tables; None skips saving.
+        run_id: recorded in the saved model's meta and report.
+        stages: the stages to run (default: all of ``STAGES``, ``control`` when the config asks).
+        overrides: replacement stage functions ``{stage: fn(experiment)}``.
+        measure_cost: replacement for the cost measurement of the measured stages.
+        model_dir: where ``save`` writes the pruned model (default ``artifact_dir / "model"``).
+    """
+
+    def __init__(self, config: ExperimentConfig, *, on_event: EventCallback | None = None,
+                 cancel: CancelToken | None = None, home: str | os.PathLike | None = None,
+                 artifact_dir: str | os.PathLike | None = None, run_id: str | None = None,
+                 stages: Sequence[str] | None = None, overrides: Mapping[str, StageFn] | None = None,
+                 measure_cost: MeasureCost | None = None, model_dir: str | os.PathLike | None = None):
+        self.config = config
+        self.on_event = on_event
+        self.cancel = cancel
+        self.home = home
+        self.artifact_dir = Path(artifact_dir) if artifact_dir is not None else None
+        self.model_dir = Path(model_dir) if model_dir is not None else None
+        self.run_id = run_id
+        wanted = set(STAGES if stages is None else stages)
+        unknown = sorted(wanted - set(STAGES)) + sorted(set(overrides or {}) - set(STAGES))
+        if unknown:
+            raise ConfigError("stages", f"unknown stage {unknown[0]!r}; the stages are {', '.join(STAGES)}.")
+        self.stages = [s for s in STAGES if s in wanted and (s != "control" or config.control or stages is not None)]
+        self.overrides = dict(overrides or {})
+        self._measure_cost_fn = measure_cost
+        self.metrics: dict[str, dict[str, Any]] = {}
+        self.timings: dict[str, float] = {}
+        self.artifacts: dict[str, str] = {}
+        self.baseline_info: dict[str, Any] = {}
+        self.prune_report: dict[str, Any] | None = None
+        self.data = None
+        self.data_cfg = None
+        self.baseline_model: torch.nn.Module | None = None
+        self.model: torch.nn.Module | None = None
+        self._stage: str | None = None
+        self._weights = self._stage_weights()
+        self._done_weight = 0.0
+
+    # ------------------------------------------------------------------ plumbing
+    def emit(self, event: Event) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def warn(self, message: str) -> None:
+        log.warning("%s", message)
+        self.emit(WarningEvent(message=message, stage=self._stage))
+
+    def _stage_weights(self) -> dict[str, float]:
+        c = self.config
+        trains = c.baseline_source in ("scratch", "pretrained", "weights")
+        w = {"data": 1.0, "baseline": 1.0 + (10.0 * c.train.epochs if trains else 0.0), "before": 2.0,
+             "prune": 2.0, "pruned": 2.0, "finetune": 0.5 + 10.0 * c.finetune.epochs, "after": 2.0,
+             "control": 2.0 + 10.0 * c.finetune.epochs, "save": 1.0}
+        return {s: w[s] for s in self.stages}
+
+    def _overall(self, stage_fraction: float = 0.0) -> float:
+        total = sum(self._weights.values()) or 1.0
+        cur = self._weights.get(self._stage or "", 0.0) * min(max(stage_fraction, 0.0), 1.0)
+        return min(1.0, (self._done_weight + cur) / total)
+
+    @property
+    def device(self) -> torch.device:
+        return resolve_device(self.config.device)
+
+    def fit_progress(self, stage: str) -> Callable[[TrainProgress], None]:
+        def cb(p: TrainProgress) -> None:
+            f = p.fraction
+            eta = p.elapsed_s * (1 - f) / f if f > 0 else None
+            self.emit(Progress(
+                stage=stage, fraction=f, overall=self._overall(f), epoch=p.epoch, epochs=p.epochs, step=p.step,
+                steps=p.steps_per_epoch, global_step=p.global_step, total_steps=p.total_steps, loss=p.loss,
+                accuracy=p.accuracy, val_top1=p.val_top1, lr=p.lr, images_per_s=p.images_per_s, eta_s=eta))
+        return cb
+
+    def generic_progress(self, stage: str) -> Callable[[Any], None]:
+        """Adapter for progress reports of other long calls (prune, measure): floats or objects."""
+        def cb(p: Any) -> None:
+            if isinstance(p, (int, float)):
+                f, msg = float(p), None
+            else:
+                f = getattr(p, "fraction", None)
+                if f is None and isinstance(p, dict):
+                    f = p.get("fraction")
+                msg = getattr(p, "message", None) or (p.get("message") if isinstance(p, dict) else None)
+                f = float(f) if isinstance(f, (int, float)) else 0.0
+            self.emit(Progress(stage=stage, fraction=f, overall=self._overall(f),
+                               message=None if msg is None else str(msg)))
+        return cb
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> ExperimentResult:
+        """Run every stage. Raises Cancelled when cancelled, or the stage's error."""
+        self.config.validate()
+        self.cfg = self.config.effective()
+        try:
+            for i, stage in enumerate(self.stages):
+                check_cancel(self.cancel, f"before the {stage} stage")
+                self._stage = stage
+                self.emit(StageStarted(stage=stage, index=i, total=len(self.stages), overall=self._overall()))
+                t0 = time.perf_counter()
+                fn = self.overrides.get(stage) or getattr(type(self), f"stage_{stage}")
+                info = fn(self) or {}
+                secs = time.perf_counter() - t0
+                self.timings[stage] = secs
+                self._done_weight += self._weights[stage]
+                self.emit(StageFinished(stage=stage, seconds=secs, info=info, overall=self._overall()))
+        except Cancelled:
+            raise
+        except Exception as exc:
+            self.emit(ErrorEvent(message=describe_error(exc), stage=self._stage, error_type=type(exc).__name__,
+                                 traceback=traceback.format_exc()))
+            raise
+        finally:
+            self._stage = None
+        return ExperimentResult(config=self.config.to_dict(), metrics=self.metrics, prune_report=self.prune_report,
+                                artifacts=self.artifacts, baseline=self.baseline_info, timings=self.timings,
+                                model=self.model, baseline_model=self.baseline_model)
+
+    # ------------------------------------------------------------------ data
+    def stage_data(self) -> dict[str, Any]:
+        data_cfg = self.cfg.data
+        if data_cfg.mean is None or data_cfg.std is None:
+            mean, std = self._model_normalisation()
+            if mean is not None and std is not None:
+                data_cfg = dataclasses.replace(data_cfg, mean=tuple(mean), std=tuple(std))
+        return self.use_data(load_data(data_cfg))
+
+    def use_data(self, data: Any) -> dict[str, Any]:
+        """Take a loaded data bundle (``accelvit.data.load_data``); the data stage's info."""
+        self.data = data
+        self.data_cfg = dataclasses.replace(self.cfg.data, mean=tuple(data.mean), std=tuple(data.std))
+        if len(data.test.dataset) == 0:
+            self.warn("The test split is empty; the validation split is used for the reported metrics.")
+        return {"split": data.split, "classes": data.num_classes, "input_size": list(data.input_size),
+                "mean": list(data.mean), "std": list(data.std)}
+
+    def _model_normalisation(self) -> tuple[Any, Any]:
+        """The normalisation the model expects, so saved models record what they were fed."""
+        cfg = self.cfg
+        if cfg.baseline_source == "checkpoint":
+            return serialize.normalisation(serialize.read_spec(Path(cfg.baseline_checkpoint).expanduser()))
+        spec = model_spec(cfg.model, 2, cfg.data.img_size, pretrained=cfg.baseline_source != "scratch")
+        return spec.mean, spec.std
+
+    @property
+    def eval_loader(self):
+        return self.data.test if len(self.data.test.dataset) > 0 else self.data.val
+
+    @property
+    def val_loader(self):
+        return self.data.val if len(self.data.val.dataset) > 0 else None
+
+    # ------------------------------------------------------------------ baseline
+    def stage_baseline(self) -> dict[str, Any]:
+        cfg = self.cfg
+        if cfg.baseline_source == "checkpoint":
+            path = Path(cfg.baseline_checkpoint).expanduser()
+            model, doc = serialize.load(path, device="cpu")
+            self._check_classes(model, f"the baseline checkpoint {path}")
+            if doc.get("structure"):
+                self.warn(f"The baseline checkpoint {path} is already pruned; pruning it again compounds.")
+            self.baseline_info = {"source": "checkpoint", "path": str(path), "baseline_key": cfg.baseline_key()}
+        else:
+            key = cfg.baseline_key()
+            cached = baselines.load_cached(key, self.home, check=self._check_classes, warn=self.warn)
+            if cached is not None:
+                model, self.baseline_info = cached
+            else:
+                model, info = self._train_baseline()
+                meta = {"baseline_key": key, "data": self.data_cfg.to_dict(), "split": self.data.split,
+                        "config": self.config.to_dict()}
+                path = baselines.save_cached(model, key, info, class_names=self.data.class_names, meta=meta,
+                                             home=self.home, warn=self.warn)
+                self.baseline_info = {**info, "path": str(path), "baseline_key": key}
+        self.emit(Artifact(name="baseline", path=self.baseline_info["path"], type="model", stage="baseline"))
+        self.baseline_model = model.to(self.device).eval()
+        return dict(self.baseline_info)
+
+    def _check_classes(self, model: torch.nn.Module, what: str) -> None:
+        n = getattr(getattr(model, "accelvit_spec", None), "num_classes", None)
+        if n is not None and n != self.data.num_classes:
+            raise ModelError(f"{what} has {n} classes but the {self.cfg.data.dataset} data set has "
+                             f"{self.data.num_classes}; use a checkpoint trained on this data set.")
+
+    def _train_baseline(self) -> tuple[torch.nn.Module, dict[str, Any]]:
+        cfg = self.cfg
+        seed_everything(cfg.seed)
+        model = build_model(cfg.model, self.data.num_classes, pretrained=cfg.pretrained,
+                            weights_path=cfg.weights_path, img_size=cfg.data.img_size)
+        source = cfg.baseline_source
+        info: dict[str, Any] = {"source": source, "model": cfg.model, "epochs": cfg.train.epochs}
+        if cfg.train.epochs > 0:
+            res = fit(model, self.data.train, cfg.train, val_loader=self.val_loader,
+                      progress=self.fit_progress("baseline"), cancel=self.cancel,
+                      progress_every=_progress_every(self.data.train))
+            info.update(source="trained" if source == "scratch" else f"finetuned-{source}", steps=res.steps,
+                        train_seconds=res.train_seconds, train_images_per_s=res.images_per_s, history=res.history)
+        model.eval()
+        return model, info
+
+    # ------------------------------------------------------------------ measuring
+    def measure_stage(self, stage: str, model: torch.nn.Module) -> dict[str, Any]:
+        """Evaluate + measure ``model``; records ``metrics[stage]`` and emits a Metrics event."""
+        dev = self.device
+        ev = evaluate(model, self.eval_loader, device=dev, num_classes=self.data.num_classes,
+                      amp=self.cfg.finetune.amp, cancel=self.cancel)
+        check_cancel(self.cancel, f"the {stage} stage")
+        metrics: dict[str, Any] = {"top1": ev.top1, "top5": ev.top5, "loss": ev.loss, "n": ev.n}
+        cost = self._measure_cost_fn or self.measure_cost
+        metrics.update(cost(model, dev))
+        model.to(dev).eval()
+        metrics["per_class"] = ev.per_class
+        self.metrics[stage] = metrics
+        self.emit(Metrics(stage=stage, metrics=metrics))
+        return {k: v for k, v in metrics.items() if k != "per_class"}
+
+    def measure_cost(self, model: torch.nn.Module, dev: torch.device) -> dict[str, Any]:
+        """FLOPs, parameters, nonzeros, bytes on disk and (optionally) latency; the per-layer table as a CSV."""
+        m = measure(model, input_size=tuple(self.data.input_size), device=str(dev),
+                    latency=self.cfg.measure_latency)
+        d = m.to_dict()
+        d.pop("layers", None)  # per-layer table: an artifact (layers_<stage>.csv), not a metric
+        layers = getattr(m, "layers", None)
+        if layers is not None and self.artifact_dir is not None and self._stage is not None:
+            path = self.artifact_dir / f"layers_{self._stage}.csv"
+            serialize.atomic_write_bytes(path, layers.to_csv(index=False).encode())
+            self.artifacts[f"layers_{self._stage}"] = str(path)
+            self.emit(Artifact(name=f"layers_{self._stage}", path=str(path), type="csv", stage=self._stage))
+        return d
+
+    def stage_before(self) -> dict[str, Any]:
+        return self.measure_stage("before", self.baseline_model)
+
+    # ------------------------------------------------------------------ prune + finetune
+    def stage_prune(self) -> dict[str, Any]:
+        # the control stage (or a caller) needs the baseline again: prune a copy; otherwise in place
+        if "control" in self.stages:
+            model = copy.deepcopy(self.baseline_model)
+        else:
+            model, self.baseline_model = self.baseline_model, None
+        model, report = prune(model, self.cfg.prune, self.data.train, progress=self.generic_progress("prune"),
+                              cancel=self.cancel)
+        self.model = model.to(self.device).eval()
+        self.prune_report = report.to_dict() if hasattr(report, "to_dict") else dict(report or {})
+        return self.prune_report
+
+    def stage_pruned(self) -> dict[str, Any]:
+        return self.measure_stage("pruned", self.model)
+
+    def finetune(self, model: torch.nn.Module, stage: str, hooks: list) -> dict[str, Any]:
+        ft = self.cfg.finetune
+        if ft.epochs == 0:
+            return {"skipped": True, "reason": "finetune.epochs is 0"}
+        res = fit(model, self.data.train, ft, val_loader=self.val_loader, hooks=hooks,
+                  progress=self.fit_progress(stage), cancel=self.cancel,
+                  progress_every=_progress_every(self.data.train))
+        model.eval()
+        return {"epochs": res.epochs, "steps": res.steps, "train_seconds": res.train_seconds,
+                "train_images_per_s": res.images_per_s, "history": res.history}
+
+    def stage_finetune(self) -> dict[str, Any]:
+        pc = self.cfg.prune
+        hook = make_iht_hook(self.model, pc)
+        if hook is not None and self.cfg.finetune.epochs == 0:
+            self.warn(f"sparsity {pc.sparsity} is reached by IHT during finetuning, but finetune.epochs is 0; "
+                      "it is applied one-shot by magnitude.")
+            hook.finalize(self.model)
+        info = self.finetune(self.model, "finetune", [hook] if hook is not None else [])
+        info["iht"] = hook is not None
+        if hook is not None:
+            info["iht_state"] = hook.state()
+        return info
+
+    def stage_after(self) -> dict[str, Any]:
+        return self.measure_stage("after", self.model)
+
+    def stage_control(self) -> dict[str, Any]:
+        model = copy.deepcopy(self.baseline_model)
+        info = self.finetune(model, "control", [])
+        info.update(self.measure_stage("control", model))
+        del model
+        return info
+
+    # ------------------------------------------------------------------ save
+    def report(self) -> dict[str, Any]:
+        """The run's report.json (one format for the dashboard, ``accelvit run`` and ``accelvit prune``)."""
+        return to_jsonable({
+            "run_id": self.run_id, "name": self.config.display_name(), "config": self.config.to_dict(),
+            "metrics": self.metrics, "prune_report": self.prune_report, "baseline": self.baseline_info,
+            "split": self.data.split if self.data is not None else None,
+            "class_names": self.data.class_names if self.data is not None else None, "timings": self.timings})
+
+    def stage_save(self) -> dict[str, Any]:
+        if self.artifact_dir is None:
+            return {"skipped": True, "reason": "no artifact folder given"}
+        out = self.artifact_dir
+        out.mkdir(parents=True, exist_ok=True)
+        summary = {s: {k: v for k, v in m.items() if k != "per_class"} for s, m in self.metrics.items()}
+        meta = {"run_id": self.run_id, "config": self.config.to_dict(), "data": self.data_cfg.to_dict(),
+                "split": self.data.split, "metrics": summary, "baseline": to_jsonable(self.baseline_info)}
+        model_dir = self.model_dir or out / "model"
+        serialize.save(self.model, model_dir, class_names=self.data.class_names, meta=meta)
+        self.artifacts["model"] = str(model_dir)
+        self.emit(Artifact(name="model", path=str(model_dir), type="model", stage="save"))
+        report_path = out / "report.json"
+        self.artifacts["report"] = str(report_path)
+        serialize.atomic_write_json(report_path, self.report())
+        self.emit(Artifact(name="report", path=str(report_path), type="json", stage="save"))
+        return {"dir": str(out), "artifacts": dict(self.artifacts)}
+
+
+def _progress_every(loader: Any) -> int:
+    try:
+        n = len(loader)
+    except TypeError:
+        return 10
+    return max(1, n // 50)
