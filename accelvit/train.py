@@ -181,11 +181,16 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, config: TrainConfig, *
     """Train ``model`` in place. Raises :class:`~accelvit.errors.Cancelled` within one step of a cancel.
 
     The model is left on the configured device. Reproducible on the CPU for a given seed when
-    the loader is seeded (``accelvit.data`` loaders are).
+    the loader is seeded (``accelvit.data`` loaders are): the loader's own shuffling generator is
+    reset to ``config.seed`` too, so a finetune sees the same batches whether or not the same
+    loader trained a baseline before (a cached baseline must not change the result).
     """
     config.validate()
     device = resolve_device(config.device)
     seed_everything(config.seed)
+    gen = getattr(train_loader, "generator", None)
+    if isinstance(gen, torch.Generator):
+        gen.manual_seed(config.seed)
     model.to(device)
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * config.epochs

@@ -6,6 +6,7 @@ proves the script runs every method, writes the files, and records failures as r
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -80,3 +81,27 @@ def test_bad_arguments_are_explained(tmp_path):
     with pytest.raises(SystemExit, match="unknown"):
         pareto.main(["--train-dir", str(_folder(tmp_path / "d", 3)), "--methods", "accelvit,nope",
                      "--work-dir", str(tmp_path / "w"), "--out-dir", str(tmp_path / "r"), "--no-write"])
+
+
+def test_accelvit_rows_are_what_accelvit_run_gives(tmp_path, capsys):
+    """One pipeline: a bench row's top-1 equals `accelvit run` of the config the row records."""
+    from accelvit.cli import main as cli_main
+
+    work = tmp_path / "work"
+    result = pareto.main(["--dataset", "digits", "--model", "swin_pico", "--img-size", "16", "--profile", "smoke",
+                          "--subset", "160", "--eval-subset", "80", "--batch-size", "16", "--methods", "accelvit",
+                          "--seed", "3", "--work-dir", str(work), "--out-dir", str(tmp_path / "r"), "--no-write"])
+    row = next(r for r in result["rows"] if r["method"] == "accelvit")
+    assert row["status"] == "ok", row["status"]
+    cfg = result["configs"]["accelvit@0.5"]
+    assert cfg["seed"] == 3 and cfg["prune"]["target_flops"] == 0.5 and cfg["finetune"]["epochs"] == 1
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg))
+    capsys.readouterr()
+    # the same work folder: `accelvit run` reuses the baseline the bench trained (one cache, one key)
+    assert cli_main(["--home", str(work), "run", "--config", str(path), "--no-progress", "--json"]) == 0
+    run = json.loads(capsys.readouterr().out)
+    run = run[0] if isinstance(run, list) else run
+    assert run["stages"]["after"]["top1"] == row["top1"]
+    assert run["stages"]["pruned"]["top1"] == row["top1_pruned"]
+    assert run["stages"]["after"]["dense_flops"] == row["dense_flops"]

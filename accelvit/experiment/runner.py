@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
+from torch.utils.data import DataLoader
 
 from .. import serialize
 from ..data import load_data
@@ -329,11 +330,19 @@ class Experiment:
             model = copy.deepcopy(self.baseline_model)
         else:
             model, self.baseline_model = self.baseline_model, None
-        model, report = prune(model, self.cfg.prune, self.data.train, progress=self.generic_progress("prune"),
-                              cancel=self.cancel)
+        model, report = prune(model, self.cfg.prune, self.calibration_loader(),
+                              progress=self.generic_progress("prune"), cancel=self.cancel)
         self.model = model.to(self.device).eval()
         self.prune_report = report.to_dict() if hasattr(report, "to_dict") else dict(report or {})
         return self.prune_report
+
+    def calibration_loader(self) -> DataLoader:
+        """The batches pruning scores on: the validation split in a fixed order, without augmentation
+        (else the training images, seeded), so a run gives the same selection whether its baseline
+        was just trained or came from the cache."""
+        seed_everything(self.cfg.seed)
+        src = self.data.val if len(self.data.val.dataset) > 0 else self.data.train
+        return DataLoader(src.dataset, batch_size=self.data.train.batch_size, shuffle=False)
 
     def stage_pruned(self) -> dict[str, Any]:
         return self.measure_stage("pruned", self.model)

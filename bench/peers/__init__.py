@@ -1,0 +1,1 @@
+"""Peer pruning libraries, adapted to accelvit's models for bench.pareto."""

@@ -1,0 +1,177 @@
+"""bench.pareto's writers: the rows as CSV / JSON / Markdown, a Plotly figure, and the RESULTS.md block."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from accelvit.fileio import json_default
+
+log = logging.getLogger("bench.pareto")
+
+SECTION = "## Pareto benchmark (issue 7)"
+COLUMNS = ["method", "target_flops", "status", "top1", "top5", "top1_pruned", "dense_flops", "flops_ratio",
+           "effective_flops", "params", "nonzero_params", "size_bytes", "size_format", "size_dense_bytes",
+           "size_sparse_bytes", "speedup_b64", "paired_speedup_b64", "latency_ms_b64", "baseline_latency_ms_b64",
+           "prune_settings", "search_evals", "search_seconds", "finetune_seconds", "note"]
+
+
+def write_outputs(result: dict[str, Any], out_dir: Path, name: str) -> None:
+    import pandas as pd
+
+    df = pd.DataFrame(result["rows"], columns=COLUMNS)
+    df.to_csv(out_dir / f"{name}.csv", index=False)
+    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1, default=json_default))
+    (out_dir / f"{name}.md").write_text(markdown_table(result) + "\n")
+    figure(result, out_dir, name)
+    log.info("Wrote %s/%s.{csv,json,md,html,png}", out_dir, name)
+
+
+def _fmt(v: Any, spec: str, scale: float = 1.0, dash: str = "-") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return dash
+    return format(v * scale if scale != 1.0 else v, spec)
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    rows = result["rows"]
+    ctrl = next((r for r in rows if r["method"] == "baseline_ft" and r["status"] == "ok"), None)
+    head = ("| method | target | top-1 % | vs baseline_ft | top-1 before finetune | dense MFLOPs (ratio) | "
+            "effective MFLOPs | params | nonzeros | size on disk (KB) | CPU speedup b64 | status |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    order = {m: i for i, m in enumerate(result["method_order"])}
+    for r in sorted(rows, key=lambda r: (-r["target_flops"], order.get(r["method"], 99))):
+        ok = r["status"] == "ok"
+        delta = (f"{100 * (r['top1'] - ctrl['top1']):+.2f}" if ok and ctrl and r["top1"] is not None else "-")
+        flops = (f"{r['dense_flops'] / 1e6:.1f} ({r['flops_ratio']:.3f})" if ok and r["dense_flops"] else "-")
+        size = _fmt(r["size_bytes"], ".0f", 1 / 1024)
+        if ok and (r.get("size_format") or "").startswith("sparse"):
+            size += " (sparse)"
+        status = r["status"] if not ok else "ok"
+        lines.append(" | ".join([
+            f"| {r['method']}", f"{r['target_flops']:.2f}", _fmt(r["top1"], ".2f", 100), delta,
+            _fmt(r["top1_pruned"], ".2f", 100), flops, _fmt(r["effective_flops"], ".1f", 1e-6),
+            _fmt(r["params"], ",d"), _fmt(r["nonzero_params"], ",d"), size,
+            _fmt(r["speedup_b64"], ".2f") + ("x" if r["speedup_b64"] else ""), status.replace("|", "/") + " |"]))
+    return "\n".join(lines)
+
+
+def figure(result: dict[str, Any], out_dir: Path, name: str) -> None:
+    try:
+        import plotly.graph_objects as go
+    except ImportError:  # pragma: no cover - plotly is a dependency
+        log.warning("plotly is not installed; no figure.")
+        return
+    fig = go.Figure()
+    ok = [r for r in result["rows"] if r["status"] == "ok" and r["top1"] is not None]
+    for method in result["method_order"]:
+        pts = sorted((r for r in ok if r["method"] == method), key=lambda r: r["dense_flops"])
+        if not pts:
+            continue
+        if method in ("baseline", "baseline_ft"):
+            fig.add_hline(y=100 * pts[0]["top1"], line_dash="dash" if method == "baseline_ft" else "dot",
+                          annotation_text=method, annotation_position="bottom left")
+        fig.add_trace(go.Scatter(x=[r["dense_flops"] / 1e6 for r in pts], y=[100 * r["top1"] for r in pts],
+                                 mode="lines+markers", name=method,
+                                 text=[f"target {r['target_flops']:.2f}, speedup {r['speedup_b64'] or 0:.2f}x"
+                                       for r in pts]))
+    failed = sorted({r["method"] for r in result["rows"] if r["status"] != "ok"})
+    title = f"{result['name']}: top-1 vs dense FLOPs ({result['model']}, {result['profile']} profile)"
+    if failed:
+        title += f"<br><sub>failed: {', '.join(failed)} (see the table)</sub>"
+    fig.update_layout(title=title, xaxis_title="dense MFLOPs per image (FlopCounterMode, attention included)",
+                      yaxis_title="test top-1 (%)", template="plotly_white", width=900, height=560)
+    fig.write_html(out_dir / f"{name}.html", include_plotlyjs="cdn")
+    try:
+        fig.write_image(out_dir / f"{name}.png", scale=1)
+    except Exception as exc:  # kaleido missing, or no Chrome for it
+        log.warning("No PNG figure (%s: %s); the HTML figure was written.", type(exc).__name__, exc)
+
+
+# ============================================================================ RESULTS.md
+def target_checks(result: dict[str, Any]) -> list[str]:
+    """The issue's targets at 0.5 of the dense FLOPs, measured; misses say by how much."""
+    rows = [r for r in result["rows"] if r["status"] == "ok"]
+    at = [r for r in rows if abs(r["target_flops"] - 0.5) < 1e-9]
+    get = {r["method"]: r for r in at}
+    ctrl = next((r for r in rows if r["method"] == "baseline_ft"), None)
+    n_test = result["split"].get("test", 0) or 1
+    out = []
+
+    def noise(p: float) -> float:  # one standard error of a difference of two accuracies on n_test images
+        return 100 * math.sqrt(2 * p * (1 - p) / n_test)
+
+    av = get.get("accelvit")
+    tps = [r for m, r in get.items() if m.startswith("tp_")]
+    if av and tps:
+        best = max(tps, key=lambda r: r["top1"])
+        gap = 100 * (av["top1"] - best["top1"])
+        out.append(f"accelvit vs Torch-Pruning's best ({best['method']}) at 0.5: {gap:+.2f} points (target >= +1.0): "
+                   + ("met" if gap >= 1.0 else f"missed by {1.0 - gap:.2f} points")
+                   + f"; one standard error of such a difference on {n_test} test images is {noise(av['top1']):.2f}.")
+    if av and ctrl:
+        gap = 100 * (ctrl["top1"] - av["top1"])
+        out.append(f"accelvit vs the unpruned baseline finetuned equally: {-gap:+.2f} points (target within 1.5): "
+                   + ("met" if gap <= 1.5 else f"missed by {gap - 1.5:.2f} points") + ".")
+    if av and av.get("speedup_b64"):
+        s = av["speedup_b64"]
+        out.append(f"CPU speedup at batch 64, 0.5 of the dense FLOPs: {s:.2f}x (paired {av['paired_speedup_b64']:.2f}x; "
+                   f"target >= 1.6x): " + ("met" if s >= 1.6 else f"missed by {1.6 - s:.2f}x") + ".")
+    iht = get.get("accelvit_iht")
+    if av and iht:
+        red = av["nonzero_params"] / max(iht["nonzero_params"], 1)
+        drop = 100 * (av["top1"] - iht["top1"])
+        ok = red >= 2 and drop <= 1.0
+        out.append(f"IHT: nonzeros {av['nonzero_params']:,} -> {iht['nonzero_params']:,} ({red:.2f}x fewer; target >= 2x) "
+                   f"for {drop:+.2f} points of top-1 (target <= 1.0): " + ("met" if ok else "missed") + ".")
+    return out
+
+
+def append_results_md(result: dict[str, Any], path: Path, out_dir: Path, name: str) -> None:
+    m = result["machine"]
+    s = result["settings"]
+    b = result["baseline"]
+    rel = os.path.relpath(out_dir, path.parent)
+    fails = [f"`{r['method']}` at {r['target_flops']}: {r['status']}" for r in result["rows"] if r["status"] != "ok"]
+    lines = [
+        f"### {name} ({result['started'].replace('T', ' ')[:16]}, profile `{result['profile']}`)", "",
+        f"Command: `{result['command']}`  ",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, training on {m['train_device']}, "
+        f"torch {m['torch']}, torch-pruning {result['torch_pruning']}; load average {m['load_start']} at the start, "
+        f"{m['load_end']} at the end.  ",
+        f"Wall time: {result['wall_seconds'] / 60:.1f} min.  ",
+        f"Data: {result['split'].get('method')}, {result['split'].get('train')} train / {result['split'].get('test')} "
+        f"test images, {result['model']} at {result['input_size'][1]} px.  ",
+        f"Baseline: {s['epochs']} epochs (lr {s['lr']}), test top-1 {100 * b['top1']:.2f}%"
+        f"{' (reused from cache)' if b.get('reused') else ''}; every method and `baseline_ft` then get "
+        f"{s['finetune_epochs']} finetune epochs (AdamW, lr {s['finetune_lr']}, warmup "
+        f"{100 * result['finetune'].get('warmup_frac', 0):g}% + cosine; accelvit's one finetune default). accelvit "
+        f"direction {result['direction']}; {s['calib_batches']} calibration batches; speedup = "
+        f"`accelvit.metrics.compare` at batch 64 on the CPU, {s['speed_reps']} interleaved pairs"
+        f"{'' if not s.get('speed_threads') else ', ' + str(s['speed_threads']) + ' thread(s)'}.", "",
+        markdown_table(result), "",
+        f"Figure: `{rel}/{name}.png` (interactive: `{rel}/{name}.html`); rows: `{rel}/{name}.csv`.", "",
+    ]
+    checks = target_checks(result)
+    if checks:
+        lines += ["Targets at 0.5 of the dense FLOPs (measured):", ""] + [f"- {c}" for c in checks] + [""]
+    if fails:
+        lines += ["Recorded failures:", ""] + [f"- {f}" for f in fails] + [""]
+    block = "\n".join(lines)
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    match = pattern.search(text)
+    if match:
+        section = match.group(0).rstrip("\n") + "\n\n" + block + "\n"
+        text = text[:match.start()] + section + ("\n" if match.end() < len(text) else "") + text[match.end():]
+    else:
+        intro = ("Accuracy vs dense FLOPs on real data, accelvit against Torch-Pruning on one baseline with one "
+                 "finetune budget: `python -m bench.pareto` (see its docstring). One block per run, newest last.")
+        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{intro}\n\n{block}\n"
+    path.write_text(text)
+    log.info("Appended the run to %s.", path)
