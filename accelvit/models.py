@@ -16,6 +16,7 @@ import torch
 from timm.models.swin_transformer import SwinTransformer
 
 from .errors import ModelError
+from .fileio import to_jsonable
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class ModelSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "num_classes": self.num_classes, "img_size": self.img_size,
-                "kwargs": _jsonable(self.kwargs), "mean": list(self.mean), "std": list(self.std)}
+                "kwargs": to_jsonable(self.kwargs), "mean": list(self.mean), "std": list(self.std)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
@@ -62,10 +63,6 @@ class ModelSpec:
                 kwargs[key] = tuple(kwargs[key])
         return cls(name=str(d["name"]), num_classes=int(d["num_classes"]), img_size=int(d["img_size"]),
                    kwargs=kwargs, mean=tuple(d["mean"]), std=tuple(d["std"]))
-
-
-def _jsonable(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}
 
 
 def list_models() -> list[str]:
