@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from accelvit.cli import main as cli_main
 from accelvit.data import DataConfig
 from accelvit.errors import Cancelled, ConfigError
 from accelvit.experiment import (STAGES, Experiment, ExperimentConfig, Metrics, Progress, StageFinished, StageStarted,
@@ -117,11 +118,61 @@ def test_headless_experiment_emits_stages_in_order(tmp_path):
     assert result.metrics["pruned"]["params"] < result.metrics["before"]["params"]  # heads were removed
     assert result.metrics["control"]["params"] == result.metrics["before"]["params"]
     assert (tmp_path / "out" / "model" / "accelvit.json").exists() and (tmp_path / "out" / "report.json").exists()
-    # the second experiment with the same baseline config loads the cached baseline
+    # the second experiment with the same baseline config loads the cached baseline ...
     events2 = []
-    Experiment(tiny(mlp_ratio=0.25), on_event=events2.append, home=tmp_path).run()
+    again = Experiment(tiny(head_ratio=0.5, sparsity=0.5), on_event=events2.append, home=tmp_path).run()
     info = next(e.info for e in events2 if isinstance(e, StageFinished) and e.stage == "baseline")
     assert info["source"] == "cache" and info["baseline_key"] == cfg.baseline_key()
+    # ... and gives the same result as the run that trained it (same calibration, same finetune batches)
+    for stage in ("before", "pruned", "after"):
+        assert again.metrics[stage]["top1"] == result.metrics[stage]["top1"], stage
+        assert again.metrics[stage]["loss"] == pytest.approx(result.metrics[stage]["loss"], rel=1e-6), stage
+
+    # `accelvit prune` on that baseline writes the same report format as this dashboard-style run
+    ckpt = info["path"]
+    out = tmp_path / "cli"
+    assert cli_main(["prune", "--checkpoint", ckpt, "--dataset", "digits", "--img-size", "16", "--batch-size", "32",
+                     "--subset", "64", "--eval-subset", "32", "--head-ratio", "0.5", "--head-criterion", "l1",
+                     "--mlp-criterion", "l1", "--finetune-epochs", "1", "--device", "cpu", "--out", str(out)]) == 0
+    run_report = json.loads((tmp_path / "out" / "report.json").read_text())
+    cli_report = json.loads((out / "report.json").read_text())
+    assert set(cli_report) == set(run_report)
+    assert set(cli_report["metrics"]) == {"before", "pruned", "after"}
+    for stage in ("before", "pruned", "after"):
+        assert set(cli_report["metrics"][stage]) == set(run_report["metrics"][stage]), stage
+    assert set(cli_report["prune_report"]) == set(run_report["prune_report"])
+    assert cli_report["baseline"]["source"] == "checkpoint"
+    assert sorted(p.name for p in out.glob("layers_*.csv")) == ["layers_after.csv", "layers_before.csv",
+                                                               "layers_pruned.csv"]
+
+
+def test_stage_seams_replace_select_and_call_through(tmp_path):
+    calls = []
+
+    def prune_then_note(run):
+        info = Experiment.stage_prune(run)  # the default, called through
+        calls.append(run.cfg.prune.head_ratio)
+        return {**info, "noted": True}
+
+    def cheap(model, device):
+        return {"params": sum(p.numel() for p in model.parameters())}
+
+    events = []
+    result = Experiment(tiny(head_ratio=0.5), on_event=events.append, home=tmp_path,
+                        stages=("data", "baseline", "before", "prune", "pruned"),
+                        overrides={"prune": prune_then_note}, measure_cost=cheap).run()
+    assert calls == [0.5]
+    assert [e.stage for e in events if isinstance(e, StageStarted)] == ["data", "baseline", "before", "prune",
+                                                                       "pruned"]
+    assert set(result.metrics) == {"before", "pruned"}
+    assert set(result.metrics["pruned"]) == {"top1", "top5", "loss", "n", "params", "per_class"}
+    assert result.metrics["pruned"]["params"] < result.metrics["before"]["params"]
+    info = next(e.info for e in events if isinstance(e, StageFinished) and e.stage == "prune")
+    assert info["noted"] is True
+    with pytest.raises(ConfigError, match="unknown stage 'prnue'"):
+        Experiment(tiny(), stages=("data", "prnue"))
+    with pytest.raises(ConfigError, match="unknown stage 'fit'"):
+        Experiment(tiny(), overrides={"fit": prune_then_note})
 
 
 def test_cancelled_before_start_runs_nothing(tmp_path):
