@@ -7,7 +7,7 @@ they submit configs to the job manager and render what the run store says.
 
 import streamlit as st
 
-from accelvit.store import ACTIVE, FINISHED, RUNNING
+from accelvit.runs import ACTIVE, FINISHED, run_to_watch
 from accelvit.ui import charts
 from accelvit.ui.forms import QUICK_DEMO, quick_demo_config
 from accelvit.ui.live import render_live
@@ -46,16 +46,9 @@ def home() -> None:
         remember_submit("demo", [demo_run])
         st.session_state["demo_run"] = demo_run
 
-    # Live view: whatever runs now (so a reload or a second tab sees it too), else this session's demo.
+    # Live view: this session's demo, else (a reload, a second tab) whatever is queued or running.
     runs = store.runs_df()
-    active = runs[runs["status"].isin(ACTIVE)]
-    running = active[active["status"] == RUNNING]
-    if not running.empty:
-        watch = running["id"].iloc[0]
-    elif demo_run in set(runs["id"]):
-        watch = demo_run
-    else:
-        watch = active["id"].iloc[-1] if not active.empty else None
+    watch = run_to_watch(runs, [demo_run])
     if watch:
         with st.container(border=True):
             render_live(watch, key="home", show_curves=True, show_log=False)

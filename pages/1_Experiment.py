@@ -7,10 +7,11 @@ import streamlit as st
 from accelvit.errors import AccelvitError, InputError
 from accelvit.models import SCRATCH_CONFIGS, list_models
 from accelvit.prune.config import CRITERIA
-from accelvit.store import ACTIVE, RUNNING
+from accelvit.runs import ACTIVE, run_to_watch, watched_runs
+from accelvit.serialize import SPEC_FILE, WEIGHTS_FILE
 from accelvit.ui import charts, forms
 from accelvit.ui.live import render_live
-from accelvit.ui.state import manager, remember_submit, submit_key
+from accelvit.ui.state import device_choices, manager, remember_submit, submit_key
 
 st.set_page_config(page_title="accelvit · Experiment", page_icon=":material/science:", layout="wide")
 mgr = manager()
@@ -96,7 +97,7 @@ with st.container(border=True):
         slot("weights_path")
     else:
         st.text_input("Saved model folder", key=P + "baseline_checkpoint",
-                      placeholder="a folder with model.safetensors + accelvit.json (accelvit train --out ...)")
+                      placeholder=f"a folder with {WEIGHTS_FILE} + {SPEC_FILE} (accelvit train --out ...)")
         slot("baseline_checkpoint")
 
 # ----------------------------------------------------------------------------- training
@@ -118,14 +119,7 @@ with st.container(border=True):
                         key=P + "finetune.lr")
         slot("finetune.lr")
     with t5:
-        devices = ["auto", "cpu"]
-        try:
-            import torch
-
-            devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-        except Exception:  # pragma: no cover
-            pass
-        st.selectbox("Device", devices, key=P + "device")
+        st.selectbox("Device", device_choices(), key=P + "device")
         slot("device")
 
 # ----------------------------------------------------------------------------- pruning
@@ -278,18 +272,12 @@ with st.container(border=True):
 # ----------------------------------------------------------------------------- live view
 st.subheader("Live view")
 runs = store.runs_df()
-known = set(runs["id"])
-watch = [r for r in ss.get("exp_watch", []) if r in known]
-if not watch:  # a reload or another tab: follow what runs now
-    active = runs[runs["status"].isin(ACTIVE)]
-    watch = list(active["id"][::-1])
+watch = watched_runs(runs, ss.get("exp_watch", []))  # a reload or another tab: what is queued or running
 if not watch:
     st.info("Nothing is running. Launch an experiment above; its progress shows here.")
 else:
     sub = runs[runs["id"].isin(watch)]
-    running = sub[sub["status"] == RUNNING]
-    queued = sub[sub["status"].isin(ACTIVE)]
-    current = (running if not running.empty else queued if not queued.empty else sub)["id"].iloc[0]
+    current = run_to_watch(runs, watch)
     with st.container(border=True):
         render_live(current, key="exp")
     if len(watch) > 1:

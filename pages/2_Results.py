@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from accelvit.store import FINISHED
+from accelvit.runs import FINISHED
+from accelvit.serialize import SPEC_FILE, WEIGHTS_FILE
 from accelvit.ui import charts
 from accelvit.ui.state import manager
 
@@ -104,7 +105,7 @@ model_dir = art.get("model")
 if model_dir and Path(model_dir).is_dir():
     d2.download_button("Pruned model (zip)", _zip_dir(model_dir, Path(model_dir).stat().st_mtime),
                        file_name=f"{one}_model.zip", mime="application/zip", icon=":material/deployed_code:", key="dl_model",
-                       help="model.safetensors + accelvit.json; load with accelvit.load(folder).")
+                       help=f"{WEIGHTS_FILE} + {SPEC_FILE}; load with accelvit.load(folder).")
 else:
     d2.caption("No saved pruned model for this run.")
 report = art.get("report")

@@ -1,11 +1,9 @@
 """Inference: the baseline and the pruned model of a finished run side by side on your images."""
 
-from pathlib import Path
-
 import streamlit as st
 
 from accelvit.errors import AccelvitError, InputError
-from accelvit.store import FINISHED
+from accelvit.runs import FINISHED
 from accelvit.ui import inference
 from accelvit.ui.state import manager
 
@@ -38,7 +36,7 @@ def _latencies(run_id: str, stamp: tuple, _models: dict) -> tuple[dict, float | 
 models: dict[str, inference.LoadedModel] = {}
 stamp = []
 for label, path in paths.items():
-    mtime = (Path(path) / "model.safetensors").stat().st_mtime
+    mtime = inference.weights_mtime(path)
     try:
         models[label] = _load(path, label, mtime)
         stamp.append((label, path, mtime))
@@ -50,9 +48,8 @@ latency, speedup = _latencies(rid, tuple(stamp), models)
 
 cols = st.columns(len(models) + (1 if speedup else 0))
 for col, (label, lm) in zip(cols, models.items()):
-    params = sum(p.numel() for p in lm.model.parameters())
     col.metric(f"{label} latency (batch 1, CPU)", f"{latency[label]:.2f} ms",
-               help=f"median of 20 timed forward passes, both models interleaved; {params:,} parameters; "
+               help=f"median of 20 timed forward passes, both models interleaved; {lm.params:,} parameters; "
                     f"input {lm.img_size} px")
 if speedup:
     cols[-1].metric("speedup (paired)", f"{speedup:.2f}x", help="median over the pairs of baseline / pruned time")

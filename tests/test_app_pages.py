@@ -25,13 +25,13 @@ from streamlit.testing.v1 import element_tree
 # older one the upload part is skipped (tests/test_ui_inference.py covers the upload checks directly).
 APPTEST_UPLOADS = hasattr(getattr(element_tree, "FileUploader", None), "set_value")
 
-from accelvit import jobs, serialize
+from accelvit import serialize
 from accelvit.data import DataConfig
 from accelvit.metrics import measure
 from accelvit.models import build_model
 from accelvit.experiment import ExperimentConfig
 from accelvit.prune import PruneConfig, prune
-from accelvit.store import RunStore, new_owner, release_owner
+from accelvit.runs import RunStore, jobs, new_owner, release_owner
 from accelvit.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,7 +209,7 @@ def test_server_restart_mid_job_leaves_the_run_interrupted(home, tmp_path):
     script = textwrap.dedent(f"""
         import sys, time, torch
         torch.set_num_threads(1)
-        from accelvit.jobs import get_manager
+        from accelvit.runs import get_manager
         from accelvit.ui.forms import quick_demo_config
         mgr = get_manager({str(home)!r})
         cfg = quick_demo_config()

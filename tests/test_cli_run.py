@@ -8,7 +8,7 @@ import pytest
 
 from accelvit.cli import main
 from accelvit.experiment import Experiment
-from accelvit.store import RunStore
+from accelvit.runs import RunStore
 
 TINY = ["--model", "swin_pico", "--subset", "64", "--eval-subset", "32", "--batch-size", "32", "--epochs", "1",
         "--finetune-epochs", "1", "--head-criterion", "l1", "--device", "cpu", "--no-latency", "--no-progress"]

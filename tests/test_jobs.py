@@ -14,10 +14,10 @@ import pytest
 from accelvit import serialize
 from accelvit.data import DataConfig, load_data
 from accelvit.errors import ConfigError
-from accelvit.jobs import JobManager, get_manager, shutdown_all
+from accelvit.runs import JobManager, get_manager, shutdown_all
 from accelvit.experiment import STAGES, Experiment, ExperimentConfig, SweepConfig
 from accelvit.prune import PruneConfig
-from accelvit.store import CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, RunStore
+from accelvit.runs import CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, RunStore
 from accelvit.train import TrainConfig, evaluate
 
 TIMEOUT = 240

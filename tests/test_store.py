@@ -13,8 +13,8 @@ import time
 import pandas as pd
 import pytest
 
-from accelvit.store import (CANCELLED, FINISHED, INTERRUPTED, QUEUED, RUNNING, SCHEMA_VERSION, RunStore, new_owner,
-                            release_owner)
+from accelvit.runs import (CANCELLED, FINISHED, INTERRUPTED, QUEUED, RUNNING, SCHEMA_VERSION, RunStore, new_owner,
+                           release_owner)
 
 CONFIG = {"name": "", "model": "swin_pico", "data": {"dataset": "digits", "img_size": 16},
           "train": {"epochs": 1}, "finetune": {"epochs": 1}, "prune": {"head_ratio": 0.5, "rank_ratio": None}}
@@ -175,7 +175,7 @@ def test_delete_run_removes_rows_and_artifacts(tmp_path):
 
 WRITER = """
 import sys
-from accelvit.store import RunStore
+from accelvit.runs import RunStore
 s = RunStore(sys.argv[1])
 rid, n = sys.argv[2], int(sys.argv[3])
 for i in range(n):

@@ -279,8 +279,8 @@ class _Bar:
 
 # ============================================================================ commands
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..jobs import execute
-    from ..store import RUNNING, RunStore, new_owner, release_owner
+    from ..runs import RUNNING, RunStore, new_owner, release_owner
+    from ..runs.jobs import execute
 
     cfg = config_from_args(args)  # ConfigError -> exit 2 before anything runs
     store = RunStore()
@@ -307,7 +307,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from ..jobs import JobManager
+    from ..runs.jobs import JobManager
     from ..experiment import SweepConfig
 
     d = _read_json(args.config, "--config")
@@ -378,7 +378,7 @@ def _runs_table(store, ids: list[str] | None = None, status: str | None = None, 
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from ..store import STATUSES, RunStore
+    from ..runs import STATUSES, RunStore
 
     store = RunStore()
     if args.status is not None and args.status not in STATUSES:

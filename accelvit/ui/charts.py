@@ -1,6 +1,6 @@
 """Tables and Plotly figures built from the run store's DataFrames (pure functions).
 
-Inputs are the frames of :mod:`accelvit.store` (``runs_df``, ``metrics_df``,
+Inputs are the frames of :mod:`accelvit.runs` (``runs_df``, ``metrics_df``,
 ``progress_df``) and the per-layer table of :func:`accelvit.metrics.layer_table`
 (the pipeline's ``layers_<stage>.csv`` artifacts). Nothing here touches Streamlit, the store
 or a model, so every figure is unit-tested on hand-made frames.
@@ -21,7 +21,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-BEFORE, AFTER = "before", "after"
+from ..runs.queries import AFTER, BEFORE, stage_ratios
 
 #: x-axis choices of the accuracy trade-off chart: column -> (axis title, how it was measured).
 TRADEOFF_METRICS: dict[str, tuple[str, str]] = {
@@ -89,24 +89,6 @@ def with_size(metrics: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def stage_pairs(metrics: pd.DataFrame) -> pd.DataFrame:
-    """One row per run holding both a ``before`` and an ``after`` row: ``<col>_before`` / ``<col>_after``."""
-    df = with_size(metrics)
-    cols = ["top1", "top5", "dense_flops", "effective_flops", "params", "nonzero_params", "size_bytes",
-            "size_dense_bytes", "size_sparse_bytes", "latency_ms_b1", "latency_ms_batch"]
-    cols = [c for c in cols if c in df.columns]
-    b = df[df["stage"] == BEFORE].drop_duplicates("run_id").set_index("run_id")[cols]
-    a = df[df["stage"] == AFTER].drop_duplicates("run_id").set_index("run_id")
-    names = a["name"] if "name" in a else pd.Series(dtype=object)
-    a = a[cols]
-    both = b.add_suffix("_before").join(a.add_suffix("_after"), how="inner")
-    both.insert(0, "name", names.reindex(both.index))
-    for c in cols:
-        both[f"{c}_before"] = _num(both[f"{c}_before"])
-        both[f"{c}_after"] = _num(both[f"{c}_after"])
-    return both.reset_index()
-
-
 def summarize_runs(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     """The Home page's runs table: one row per run, newest first.
 
@@ -133,9 +115,10 @@ def summarize_runs(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
         out["top1_before"] = col(BEFORE, "top1")
         out["top1_after"] = col(AFTER, "top1")
         out["top1_delta"] = out["top1_after"] - out["top1_before"]
-        out["dense_flops_reduction"] = 1 - col(AFTER, "dense_flops") / col(BEFORE, "dense_flops")
-        out["effective_flops_reduction"] = 1 - col(AFTER, "effective_flops") / col(BEFORE, "effective_flops")
-        out["size_reduction"] = 1 - col(AFTER, "size_bytes") / col(BEFORE, "size_bytes")
+        ratios = stage_ratios(m, [c for c in ("dense_flops", "effective_flops", "size_bytes") if c in m.columns])
+        for c, name in (("dense_flops", "dense_flops_reduction"), ("effective_flops", "effective_flops_reduction"),
+                        ("size_bytes", "size_reduction")):
+            out[name] = 1 - out["id"].map(ratios[c]) if c in ratios else np.nan
     for c in ("progress", "top1_before", "top1_after", "top1_delta", "dense_flops_reduction",
               "effective_flops_reduction", "size_reduction", "duration_s", *PRUNE_COLUMNS):
         out[c] = _num(out[c])
@@ -216,20 +199,19 @@ def tradeoff_figure(metrics: pd.DataFrame, x: str = "effective_flops", title: st
 
 
 def speedup_points(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Per run: dense and effective FLOP reduction factors (before / after) and measured speedups."""
+    """Per run with a before and an after row: FLOP reduction factors and measured speedups
+    (before / after, from :func:`accelvit.runs.queries.stage_ratios`)."""
     cols = ["run_id", "name", "dense_reduction", "effective_reduction", "speedup_b1", "speedup_batch"]
     if metrics is None or metrics.empty:
         return pd.DataFrame(columns=cols)
-    p = stage_pairs(metrics)
-    if p.empty:
+    measured = {"dense_flops": "dense_reduction", "effective_flops": "effective_reduction",
+                "latency_ms_b1": "speedup_b1", "latency_ms_batch": "speedup_batch"}
+    r = stage_ratios(metrics, [c for c in measured if c in metrics.columns])
+    if r.empty:
         return pd.DataFrame(columns=cols)
-    out = pd.DataFrame({"run_id": p["run_id"], "name": p["name"]})
-    out["dense_reduction"] = p["dense_flops_before"] / p["dense_flops_after"]
-    out["effective_reduction"] = p["effective_flops_before"] / p["effective_flops_after"]
-    out["speedup_b1"] = (p["latency_ms_b1_before"] / p["latency_ms_b1_after"]
-                         if "latency_ms_b1_before" in p else np.nan)
-    out["speedup_batch"] = (p["latency_ms_batch_before"] / p["latency_ms_batch_after"]
-                            if "latency_ms_batch_before" in p else np.nan)
+    out = pd.DataFrame({"run_id": r.index, "name": r["name"].to_numpy()})
+    for c, name in measured.items():  # factors before / after: the inverse of after / before
+        out[name] = 1.0 / r[c].to_numpy() if c in r else np.nan
     return out[cols]
 
 

@@ -20,6 +20,7 @@ from PIL import Image
 
 from ..data import load_image, make_transforms
 from ..errors import InputError
+from ..serialize import SPEC_FILE, WEIGHTS_FILE
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024   # per uploaded image
 MAX_IMAGE_PIXELS = 25_000_000
@@ -51,6 +52,11 @@ class LoadedModel:
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
+    @property
+    def params(self) -> int:
+        """Number of parameters of the model (zeros included)."""
+        return sum(p.numel() for p in self.model.parameters())
+
 
 def load_model(path: str | Path, label: str = "model") -> LoadedModel:
     """Load a saved model folder for inference (CPU, eval mode)."""
@@ -75,9 +81,14 @@ def run_model_paths(run: dict[str, Any]) -> dict[str, str]:
     out = {}
     for name, label in MODEL_LABELS.items():
         p = arts.get(name)
-        if p and (Path(p) / "accelvit.json").exists():
+        if p and (Path(p) / SPEC_FILE).exists():
             out[label] = p
     return out
+
+
+def weights_mtime(path: str | Path) -> float:
+    """When a saved model folder's weights were written (a cache key that changes when they do)."""
+    return (Path(path) / WEIGHTS_FILE).stat().st_mtime
 
 
 def preprocess(image: Image.Image, lm: LoadedModel) -> torch.Tensor:
@@ -155,4 +166,4 @@ def dataset_examples(data_config: dict[str, Any], n: int = 8, seed: int = 0) -> 
 
 
 __all__ = ["MAX_IMAGE_BYTES", "InputError", "LoadedModel", "dataset_examples", "latencies", "latency_ms",
-           "load_model", "predict", "preprocess", "read_upload", "run_model_paths"]
+           "load_model", "predict", "preprocess", "read_upload", "run_model_paths", "weights_mtime"]

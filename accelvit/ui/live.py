@@ -15,7 +15,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from ..store import ACTIVE, CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, TERMINAL
+from ..runs import (ACTIVE, CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, TERMINAL, run_metrics,
+                    stage_ratios)
 from . import charts
 from .state import manager, store
 
@@ -73,10 +74,12 @@ def _summary_line(run: dict[str, Any]) -> str:
     parts = []
     if b.get("top1") is not None and a.get("top1") is not None:
         parts.append(f"top-1 {100 * b['top1']:.1f}% → {100 * a['top1']:.1f}%")
-    if b.get("dense_flops") and a.get("dense_flops"):
-        parts.append(f"dense FLOPs −{100 * (1 - a['dense_flops'] / b['dense_flops']):.0f}%")
-    if b.get("effective_flops") and a.get("effective_flops"):
-        parts.append(f"effective FLOPs −{100 * (1 - a['effective_flops'] / b['effective_flops']):.0f}%")
+    m = run_metrics(run)
+    ratios = stage_ratios(m, [c for c in ("dense_flops", "effective_flops") if c in m.columns])
+    for c, label in (("dense_flops", "dense FLOPs"), ("effective_flops", "effective FLOPs")):
+        r = ratios[c].iloc[0] if c in ratios and len(ratios) else math.nan
+        if b.get(c) and a.get(c) and math.isfinite(r):
+            parts.append(f"{label} −{100 * (1 - r):.0f}%")
     return ", ".join(parts)
 
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import streamlit as st
 
-from ..store import TERMINAL, RunStore, home_dir
+from ..runs import TERMINAL, RunStore, home_dir
 
 
 @st.cache_resource(show_spinner=False)
 def _manager_for(home: str):
-    from ..jobs import get_manager
+    from ..runs.jobs import get_manager
 
     # Opening the manager marks runs left running by a dead server process "interrupted".
     return get_manager(home)
@@ -44,6 +44,14 @@ def device_text() -> str:
     from ..utils import device_description
 
     return device_description("auto")
+
+
+@st.cache_data(show_spinner=False, ttl=3600)
+def device_choices() -> list[str]:
+    """The Experiment form's device options: ``auto``, ``cpu`` and every CUDA GPU of this server."""
+    import torch
+
+    return ["auto", "cpu", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
 
 
 def session_token() -> str:

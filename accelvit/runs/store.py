@@ -1,51 +1,20 @@
 """The run store: every experiment, its stage metrics, progress and artifacts, in SQLite.
 
 Where: ``$ACCELVIT_HOME/runs.db`` (``--home DIR`` on the CLI sets ``ACCELVIT_HOME``;
-default ``./runs``), resolved when a :class:`RunStore` is made, never at import time.
-Artifacts live under ``$ACCELVIT_HOME/artifacts/<run id>/``; files are written atomically
-(temp file + rename), and their paths are recorded relative to the home so a home folder
-can be moved.
+default ``./runs``; see :mod:`accelvit.paths`), resolved when a :class:`RunStore` is made,
+never at import time. Artifacts live under ``$ACCELVIT_HOME/artifacts/<run id>/``; files are
+written atomically (temp file + rename), and their paths are recorded relative to the home so
+a home folder can be moved.
 
-The database is created on first use (schema versioned in table ``meta``), runs in WAL
-mode with a busy timeout, and opens one short-lived connection per call, so any number of
-threads and processes (the job runner, a CLI run, several browser tabs) can read while one
-writes without "database is locked" errors.
+The database is created on first use (schema versioned in table ``meta``,
+:mod:`accelvit.runs.schema`), runs in WAL mode with a busy timeout, and opens one short-lived
+connection per call, so any number of threads and processes (the job runner, a CLI run,
+several browser tabs) can read while one writes without "database is locked" errors.
 
-Reader API (stable; the dashboard builds on it)
------------------------------------------------
-DataFrames (empty frames still have every column listed):
+This module holds the SQL (writers and readers); the DataFrames are built by
+:mod:`accelvit.runs.queries`.
 
-``runs_df(status=None, sweep_id=None)``: one row per run, newest first. Columns:
-    ``id, name, status, stage, progress, created, started, finished, duration_s, error,
-    sweep_id, baseline_key, model, dataset, img_size, pretrained, train_epochs,
-    finetune_epochs, device`` plus one column per pruning field of the config
-    (``head_ratio, mlp_ratio, rank_ratio, sparsity, ...``, whatever PruneConfig holds).
-    ``created/started/finished`` are tz-aware UTC timestamps; ``progress`` is the
-    overall fraction in [0, 1]; ``stage`` the stage running now (or last run).
-``metrics_df(run_ids=None)``: one row per run x measured stage (``before``, ``pruned``,
-    ``after``, and ``control`` when enabled), ordered by run then stage. Columns:
-    ``run_id, name, status, stage, stage_order, top1, top5, loss, n, dense_flops,
-    effective_flops, thop_flops, params, nonzero_params, size_dense_bytes,
-    size_sparse_bytes, latency_ms_b1, latency_ms_batch, device`` plus every other scalar
-    the metrics dict held, the run's config columns (as in ``runs_df``), and ratios to the
-    same run's ``before`` row: ``flops_ratio`` (effective FLOPs / before), ``params_ratio``
-    (nonzero params / before), ``size_ratio`` (sparse size / before dense size),
-    ``speedup_b1`` (before latency / latency), ``top1_delta`` (top1 - before top1).
-    Accuracies are fractions in [0, 1]; FLOPs are FLOPs (2 x MACs).
-``events_df(run_id, kinds=None)``: ``id, time, kind, stage, fraction, message, data``
-    (``data`` a dict); kinds: ``status, stage_started, stage_finished, progress, metrics,
-    warning, error, artifact``.
-``progress_df(run_id)``: the throttled progress rows: ``time, stage, fraction, overall,
-    epoch, epochs, step, steps, loss, accuracy, lr, images_per_s, eta_s``.
-``artifacts_df(run_id=None)``: ``run_id, name, kind, path (absolute), created``.
-
-Dicts (``runs --json``):
-``get_run(run_id)`` / ``list_runs(...)``: ``{id, name, status, config, error, traceback,
-    created_at, started_at, finished_at, stage, progress, live, sweep_id, baseline_key,
-    stages: {stage: metrics dict (as from measure, plus top1, top5, loss)},
-    artifacts: {name: absolute path}}``. ``live`` is the last progress event (a dict) or None.
-
-Statuses: ``queued, running, finished, failed, cancelled, interrupted``.
+The reader API (DataFrames and dicts) is documented in :mod:`accelvit.runs`.
 """
 
 from __future__ import annotations
@@ -56,7 +25,6 @@ import math
 import os
 import secrets
 import shutil
-import socket
 import sqlite3
 import threading
 import time
@@ -67,188 +35,26 @@ from typing import Any, Iterable, Iterator
 
 import pandas as pd
 
-from .errors import AccelvitError
-from .fileio import atomic_write_bytes, atomic_write_json
+from ..errors import AccelvitError
+from ..fileio import atomic_write_bytes, atomic_write_json, dumps
+from ..paths import artifacts_dir, db_path, home_dir
+from . import queries
+from .owners import owner_alive
+from .schema import (ACTIVE, CANCELLED, FINISHED, INTERRUPTED, METRIC_COLUMNS, QUEUED, RUNNING, SCHEMA,
+                     SCHEMA_VERSION, STATUSES, TERMINAL, stage_sort_key)
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-DB_FILE = "runs.db"
-DEFAULT_HOME = "runs"
-
-QUEUED, RUNNING, FINISHED, FAILED, CANCELLED, INTERRUPTED = (
-    "queued", "running", "finished", "failed", "cancelled", "interrupted")
-STATUSES = (QUEUED, RUNNING, FINISHED, FAILED, CANCELLED, INTERRUPTED)
-TERMINAL = frozenset({FINISHED, FAILED, CANCELLED, INTERRUPTED})
-ACTIVE = frozenset({QUEUED, RUNNING})
-
-#: Measured stages, in pipeline order (rows of ``metrics_df``).
-METRIC_STAGES = ("before", "pruned", "after", "control")
-#: Columns of ``stage_metrics`` besides the JSON of the whole metrics dict.
-METRIC_COLUMNS = ("top1", "top5", "loss", "n", "dense_flops", "effective_flops", "thop_flops", "params",
-                  "nonzero_params", "size_dense_bytes", "size_sparse_bytes", "latency_ms_b1",
-                  "latency_ms_batch", "device")
-RUN_CONFIG_COLUMNS = ("model", "dataset", "img_size", "pretrained", "train_epochs", "finetune_epochs", "device")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL DEFAULT '',
-    config TEXT NOT NULL,
-    status TEXT NOT NULL,
-    submit_key TEXT UNIQUE,
-    sweep_id TEXT,
-    baseline_key TEXT,
-    owner TEXT,
-    created_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    heartbeat REAL,
-    stage TEXT,
-    progress REAL NOT NULL DEFAULT 0,
-    live TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    traceback TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_status ON runs(status, created_at);
-CREATE TABLE IF NOT EXISTS stage_metrics (
-    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-    stage TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    top1 REAL, top5 REAL, loss REAL, n INTEGER,
-    dense_flops REAL, effective_flops REAL, thop_flops REAL,
-    params INTEGER, nonzero_params INTEGER,
-    size_dense_bytes INTEGER, size_sparse_bytes INTEGER,
-    latency_ms_b1 REAL, latency_ms_batch REAL, device TEXT,
-    data TEXT NOT NULL,
-    PRIMARY KEY (run_id, stage)
-);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-    ts REAL NOT NULL,
-    kind TEXT NOT NULL,
-    stage TEXT,
-    fraction REAL,
-    message TEXT,
-    data TEXT
-);
-CREATE INDEX IF NOT EXISTS events_run ON events(run_id, id);
-CREATE TABLE IF NOT EXISTS artifacts (
-    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-    name TEXT NOT NULL,
-    kind TEXT NOT NULL DEFAULT 'file',
-    path TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    PRIMARY KEY (run_id, name)
-);
-"""
+_QUEUED_BY_OWNER = "SELECT id FROM runs WHERE status=? AND owner=? ORDER BY created_at, rowid"
 
 
 class StoreError(AccelvitError):
     """The run store cannot be opened or is inconsistent."""
 
 
-def home_dir(home: str | os.PathLike | None = None) -> Path:
-    """The store folder: ``home``, else ``$ACCELVIT_HOME``, else ``./runs`` (resolved now)."""
-    raw = home if home not in (None, "") else (os.environ.get("ACCELVIT_HOME") or DEFAULT_HOME)
-    return Path(raw).expanduser().resolve()
-
-
 def new_run_id() -> str:
     """Sortable, readable and unique: ``20250102-153012-a1b2c3``."""
     return f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-
-
-# ----------------------------------------------------------------------------- owners
-# A run being executed has an owner "host:pid:token". A run whose owner is gone (its
-# process died, or it belonged to a manager of this process that no longer exists) is
-# marked interrupted by the next manager that opens the store.
-_HOST = socket.gethostname()
-_LIVE_OWNERS: set[str] = set()
-_OWNERS_LOCK = threading.Lock()
-
-
-def _proc_start(pid: int) -> str:
-    """The start time of a process (Linux ``/proc``), to tell a reused pid from the original."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read().decode(errors="replace")
-        return stat[stat.rindex(")") + 2:].split()[19]
-    except (OSError, ValueError, IndexError):
-        return ""
-
-
-def new_owner(tag: str = "jobs") -> str:
-    """A new owner id ``host:pid:start:tag-random`` registered as live in this process."""
-    pid = os.getpid()
-    owner = f"{_HOST}:{pid}:{_proc_start(pid)}:{tag}-{secrets.token_hex(4)}"
-    with _OWNERS_LOCK:
-        _LIVE_OWNERS.add(owner)
-    return owner
-
-
-def release_owner(owner: str) -> None:
-    with _OWNERS_LOCK:
-        _LIVE_OWNERS.discard(owner)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
-
-
-def owner_alive(owner: str | None, heartbeat: float | None = None, stale_s: float = 3600.0) -> bool:
-    """Whether the owner of a run may still be working on it.
-
-    Same machine: this process -> the owner is registered (its manager is open); another
-    process -> that pid exists and started when the owner was made. Another machine sharing
-    the folder: the run's heartbeat is recent.
-    """
-    if not owner:
-        return False
-    try:
-        host, pid_s, start, _token = owner.rsplit(":", 3)
-        pid = int(pid_s)
-    except ValueError:
-        return False
-    if host != _HOST:
-        return heartbeat is not None and time.time() - heartbeat < stale_s
-    if pid == os.getpid():
-        with _OWNERS_LOCK:
-            return owner in _LIVE_OWNERS
-    if not _pid_alive(pid):
-        return False
-    return not start or _proc_start(pid) in ("", start)
-
-
-# ----------------------------------------------------------------------------- helpers
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, default=_json_default, allow_nan=True)
-
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "to_dict"):
-        return o.to_dict()
-    if isinstance(o, Path):
-        return str(o)
-    if hasattr(o, "item"):  # numpy / torch scalars
-        try:
-            return o.item()
-        except Exception:
-            pass
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    return str(o)
 
 
 def _loads(s: str | None, default: Any = None) -> Any:
@@ -274,29 +80,30 @@ def _scalar(v: Any) -> Any:
     return None
 
 
-def _ts(col: pd.Series) -> pd.Series:
-    return pd.to_datetime(pd.to_numeric(col, errors="coerce"), unit="s", utc=True)
+def _in(column: str, values: list) -> str:
+    return f"{column} IN ({','.join('?' * len(values))})"
 
 
-def config_columns(config: dict[str, Any] | None) -> dict[str, Any]:
-    """Flat, plottable columns of an experiment config dict (model, data set, pruning fields)."""
-    cfg = config or {}
-    data = cfg.get("data") or {}
-    train = cfg.get("train") or {}
-    finetune = cfg.get("finetune") or {}
-    out: dict[str, Any] = {
-        "model": cfg.get("model"),
-        "dataset": data.get("dataset"),
-        "img_size": data.get("img_size"),
-        "pretrained": cfg.get("pretrained"),
-        "train_epochs": train.get("epochs"),
-        "finetune_epochs": finetune.get("epochs"),
-        "device": cfg.get("device"),
-    }
-    for k, v in (cfg.get("prune") or {}).items():
-        if k not in out and (v is None or isinstance(v, (int, float, str, bool))):
-            out[k] = v
-    return out
+def _run_filter(status: str | Iterable[str] | None, sweep_id: str | None,
+                run_ids: list[str] | None = None) -> tuple[str, list[Any]]:
+    """``(" WHERE ...", params)`` selecting runs by status(es), sweep and ids ("" when no filter)."""
+    where, params = [], []
+    if status is not None:
+        st = [status] if isinstance(status, str) else list(status)
+        where.append(_in("status", st))
+        params.extend(st)
+    if run_ids is not None:
+        where.append(_in("id", run_ids))
+        params.extend(run_ids)
+    if sweep_id is not None:
+        where.append("sweep_id=?")
+        params.append(sweep_id)
+    return (f" WHERE {' AND '.join(where)}" if where else ""), params
+
+
+def _chunks(seq: list, n: int) -> Iterator[list]:
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
 
 
 class RunStore:
@@ -308,7 +115,7 @@ class RunStore:
 
     def __init__(self, home: str | os.PathLike | None = None):
         self.home = home_dir(home)
-        self.db_path = self.home / DB_FILE
+        self.db_path = db_path(self.home)
         self._init_lock = threading.Lock()
         self._initialised = False
 
@@ -343,7 +150,7 @@ class RunStore:
                                 self.db_path, mode)
                 con.execute("BEGIN IMMEDIATE")
                 try:
-                    for stmt in _SCHEMA.split(";"):
+                    for stmt in SCHEMA.split(";"):
                         if stmt.strip():
                             con.execute(stmt)
                     row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -411,7 +218,7 @@ class RunStore:
             con.execute(
                 "INSERT INTO runs(id, name, config, status, submit_key, sweep_id, baseline_key, owner, created_at,"
                 " started_at, heartbeat) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (rid, name or "", _dumps(config), status, submit_key, sweep_id, baseline_key, owner, now,
+                (rid, name or "", dumps(config), status, submit_key, sweep_id, baseline_key, owner, now,
                  now if status == RUNNING else None, now))
             con.execute("INSERT INTO events(run_id, ts, kind, message) VALUES (?,?,?,?)",
                         (rid, now, "status", status))
@@ -443,21 +250,20 @@ class RunStore:
         params.append(run_id)
         if only_from is not None:
             allowed = list(only_from)
-            sql += f" AND status IN ({','.join('?' * len(allowed))})"
+            sql += f" AND {_in('status', allowed)}"
             params.extend(allowed)
         with self.connect(write=True) as con:
             moved = con.execute(sql, params).rowcount > 0
             if moved:
                 con.execute("INSERT INTO events(run_id, ts, kind, message, data) VALUES (?,?,?,?,?)",
-                            (run_id, now, "status", status, _dumps({"error": error}) if error else None))
+                            (run_id, now, "status", status, dumps({"error": error}) if error else None))
         return moved
 
     def claim_next(self, owner: str) -> str | None:
         """Atomically move the oldest run queued by ``owner`` to ``running``; its id or None."""
         now = time.time()
         with self.connect(write=True) as con:
-            row = con.execute("SELECT id FROM runs WHERE status=? AND owner=? ORDER BY created_at, rowid LIMIT 1",
-                              (QUEUED, owner)).fetchone()
+            row = con.execute(_QUEUED_BY_OWNER + " LIMIT 1", (QUEUED, owner)).fetchone()
             if row is None:
                 return None
             con.execute("UPDATE runs SET status=?, started_at=?, heartbeat=? WHERE id=?",
@@ -518,7 +324,7 @@ class RunStore:
             for table in ("events", "stage_metrics", "artifacts"):
                 con.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
             con.execute("DELETE FROM runs WHERE id=?", (run_id,))
-        shutil.rmtree(self.home / "artifacts" / run_id, ignore_errors=True)
+        shutil.rmtree(self.artifact_dir(run_id, create=False), ignore_errors=True)
         return True
 
     # ------------------------------------------------------------------ events and metrics
@@ -530,7 +336,7 @@ class RunStore:
         with self.connect(write=True) as con:
             con.execute("INSERT INTO events(run_id, ts, kind, stage, fraction, message, data) VALUES (?,?,?,?,?,?,?)",
                         (run_id, now, kind, stage, _scalar(fraction), message,
-                         _dumps(data) if data is not None else None))
+                         dumps(data) if data is not None else None))
             sets, params = ["heartbeat=?"], [now]
             if stage is not None and kind in ("stage_started", "progress"):
                 sets.append("stage=?")
@@ -540,7 +346,7 @@ class RunStore:
                 params.append(float(overall))
             if update_live:
                 sets.append("live=?")
-                params.append(_dumps(data))
+                params.append(dumps(data))
             con.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id=?", (*params, run_id))
 
     def add_metrics(self, run_id: str, stage: str, metrics: dict[str, Any]) -> None:
@@ -552,13 +358,13 @@ class RunStore:
             con.execute(
                 f"INSERT OR REPLACE INTO stage_metrics(run_id, stage, created_at, {', '.join(cols)}, data) "
                 f"VALUES (?,?,?,{','.join('?' * len(cols))},?)",
-                (run_id, stage, now, *values, _dumps(metrics)))
+                (run_id, stage, now, *values, dumps(metrics)))
             con.execute("INSERT INTO events(run_id, ts, kind, stage, data) VALUES (?,?,?,?,?)",
-                        (run_id, now, "metrics", stage, _dumps(metrics)))
+                        (run_id, now, "metrics", stage, dumps(metrics)))
 
     # ------------------------------------------------------------------ artifacts
     def artifact_dir(self, run_id: str, create: bool = True) -> Path:
-        d = self.home / "artifacts" / run_id
+        d = artifacts_dir(self.home) / run_id
         if create:
             d.mkdir(parents=True, exist_ok=True)
         return d
@@ -581,12 +387,12 @@ class RunStore:
             con.execute("INSERT OR REPLACE INTO artifacts(run_id, name, kind, path, created_at) VALUES (?,?,?,?,?)",
                         (run_id, name, kind, self._rel(path), now))
             con.execute("INSERT INTO events(run_id, ts, kind, stage, message, data) VALUES (?,?,?,?,?,?)",
-                        (run_id, now, "artifact", stage, name, _dumps({"path": str(path), "kind": kind})))
+                        (run_id, now, "artifact", stage, name, dumps({"path": str(path), "kind": kind})))
 
     def write_artifact_json(self, run_id: str, filename: str, obj: Any, name: str | None = None) -> Path:
         """Write ``obj`` as JSON into the run's artifact folder atomically and record it."""
         path = self.artifact_dir(run_id) / filename
-        atomic_write_json(path, json.loads(_dumps(obj)))
+        atomic_write_json(path, obj)
         self.add_artifact(run_id, name or Path(filename).stem, path, kind="json")
         return path
 
@@ -609,6 +415,12 @@ class RunStore:
             row = con.execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()
         return row["status"] if row else None
 
+    def queued_ids(self, owner: str) -> list[str]:
+        """Ids of the runs queued by ``owner``, oldest first (the order :meth:`claim_next` takes them)."""
+        with self.connect() as con:
+            rows = con.execute(_QUEUED_BY_OWNER, (QUEUED, owner)).fetchall()
+        return [r[0] for r in rows]
+
     def _run_dict(self, r: sqlite3.Row, stages: dict[str, dict], artifacts: dict[str, str]) -> dict[str, Any]:
         return {
             "id": r["id"], "name": r["name"], "status": r["status"], "config": _loads(r["config"], {}),
@@ -622,39 +434,30 @@ class RunStore:
     def list_runs(self, status: str | Iterable[str] | None = None, run_ids: Iterable[str] | None = None,
                   sweep_id: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         """Runs as dicts (newest first), each with ``stages`` and ``artifacts``; see the module doc."""
-        where, params = [], []
-        if status is not None:
-            st = [status] if isinstance(status, str) else list(status)
-            where.append(f"status IN ({','.join('?' * len(st))})")
-            params.extend(st)
         if run_ids is not None:
-            ids = list(run_ids)
-            if not ids:
+            run_ids = list(run_ids)
+            if not run_ids:
                 return []
-            where.append(f"id IN ({','.join('?' * len(ids))})")
-            params.extend(ids)
-        if sweep_id is not None:
-            where.append("sweep_id=?")
-            params.append(sweep_id)
-        sql = "SELECT * FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "") + \
-              " ORDER BY created_at DESC, rowid DESC" + (f" LIMIT {int(limit)}" if limit else "")
+        where, params = _run_filter(status, sweep_id, run_ids)
+        sql = f"SELECT * FROM runs{where} ORDER BY created_at DESC, rowid DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
         with self.connect() as con:
             rows = con.execute(sql, params).fetchall()
             ids = [r["id"] for r in rows]
             stages: dict[str, dict[str, dict]] = {i: {} for i in ids}
             arts: dict[str, dict[str, str]] = {i: {} for i in ids}
             for chunk in _chunks(ids, 500):
-                marks = ",".join("?" * len(chunk))
-                for m in con.execute(f"SELECT run_id, stage, data FROM stage_metrics WHERE run_id IN ({marks})",
+                for m in con.execute(f"SELECT run_id, stage, data FROM stage_metrics WHERE {_in('run_id', chunk)}",
                                      chunk).fetchall():
                     stages[m["run_id"]][m["stage"]] = _loads(m["data"], {})
-                for a in con.execute(f"SELECT run_id, name, path FROM artifacts WHERE run_id IN ({marks}) "
+                for a in con.execute(f"SELECT run_id, name, path FROM artifacts WHERE {_in('run_id', chunk)} "
                                      "ORDER BY created_at", chunk).fetchall():
                     arts[a["run_id"]][a["name"]] = self._abs(a["path"])
         out = []
         for r in rows:
             st = stages[r["id"]]
-            ordered = {k: st[k] for k in sorted(st, key=_stage_sort_key)}
+            ordered = {k: st[k] for k in sorted(st, key=stage_sort_key)}
             out.append(self._run_dict(r, ordered, arts[r["id"]]))
         return out
 
@@ -663,90 +466,46 @@ class RunStore:
         return runs[0] if runs else None
 
     # ------------------------------------------------------------------ DataFrame readers
+    STAGE_COLUMNS = queries.STAGE_COLUMNS
+    PROGRESS_COLUMNS = queries.PROGRESS_COLUMNS
+
     def runs_df(self, status: str | Iterable[str] | None = None, sweep_id: str | None = None) -> pd.DataFrame:
-        where, params = [], []
-        if status is not None:
-            st = [status] if isinstance(status, str) else list(status)
-            where.append(f"status IN ({','.join('?' * len(st))})")
-            params.extend(st)
-        if sweep_id is not None:
-            where.append("sweep_id=?")
-            params.append(sweep_id)
+        where, params = _run_filter(status, sweep_id)
         sql = ("SELECT id, name, status, stage, progress, created_at, started_at, finished_at, error, sweep_id, "
-               "baseline_key, config FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "") +
-               " ORDER BY created_at DESC, rowid DESC")
+               f"baseline_key, config FROM runs{where} ORDER BY created_at DESC, rowid DESC")
         with self.connect() as con:
             rows = [dict(r) for r in con.execute(sql, params).fetchall()]
-        return _runs_frame(rows)
+        for r in rows:
+            r["config"] = _loads(r["config"], {})
+        return queries.runs_frame(rows)
 
     def metrics_df(self, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
         ids = list(run_ids) if run_ids is not None else None
+        run_sql = "SELECT id, name, status, config, sweep_id FROM runs"
         with self.connect() as con:
             if ids is None:
                 mrows = con.execute("SELECT * FROM stage_metrics").fetchall()
-                rrows = con.execute("SELECT id, name, status, config, sweep_id FROM runs").fetchall()
+                rrows = con.execute(run_sql).fetchall()
             else:
                 mrows, rrows = [], []
                 for chunk in _chunks(ids, 500):
-                    marks = ",".join("?" * len(chunk))
-                    mrows += con.execute(f"SELECT * FROM stage_metrics WHERE run_id IN ({marks})", chunk).fetchall()
-                    rrows += con.execute(f"SELECT id, name, status, config, sweep_id FROM runs WHERE id IN ({marks})",
-                                         chunk).fetchall()
-        runs = {r["id"]: r for r in rrows}
-        records = []
-        for m in mrows:
-            r = runs.get(m["run_id"])
-            if r is None:
-                continue
-            rec: dict[str, Any] = {"run_id": m["run_id"], "name": r["name"], "status": r["status"],
-                                   "sweep_id": r["sweep_id"], "stage": m["stage"],
-                                   "stage_order": _stage_sort_key(m["stage"])}
-            data = _loads(m["data"], {}) or {}
-            for c in METRIC_COLUMNS:
-                rec[c] = m[c]
-            for k, v in data.items():
-                if k not in rec and (v is None or isinstance(v, (int, float, str, bool))):
-                    rec[k] = v
-            for k, v in config_columns(_loads(r["config"], {})).items():
-                rec.setdefault(k, v)
-            records.append(rec)
-        base_cols = ["run_id", "name", "status", "sweep_id", "stage", "stage_order", *METRIC_COLUMNS]
-        df = pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=base_cols)
-        for c in base_cols + list(RUN_CONFIG_COLUMNS):
-            if c not in df.columns:
-                df[c] = pd.Series(dtype="object")
-        for c in METRIC_COLUMNS:
-            if c != "device":
-                df[c] = pd.to_numeric(df[c], errors="coerce")
-        df = df.sort_values(["run_id", "stage_order"], kind="stable").reset_index(drop=True)
-        before = df[df["stage"] == "before"].set_index("run_id")
-
-        def ratio(num: str, den: str) -> pd.Series:
-            ref = df["run_id"].map(before[den]) if len(before) else pd.Series(float("nan"), index=df.index)
-            return pd.to_numeric(df[num], errors="coerce") / pd.to_numeric(ref, errors="coerce")
-
-        df["flops_ratio"] = ratio("effective_flops", "effective_flops")
-        df["params_ratio"] = ratio("nonzero_params", "nonzero_params")
-        df["size_ratio"] = ratio("size_sparse_bytes", "size_dense_bytes")
-        df["speedup_b1"] = 1.0 / ratio("latency_ms_b1", "latency_ms_b1")
-        ref_top1 = df["run_id"].map(before["top1"]) if len(before) else pd.Series(float("nan"), index=df.index)
-        df["top1_delta"] = df["top1"] - pd.to_numeric(ref_top1, errors="coerce")
-        return df
+                    mrows += con.execute(f"SELECT * FROM stage_metrics WHERE {_in('run_id', chunk)}", chunk).fetchall()
+                    rrows += con.execute(f"{run_sql} WHERE {_in('id', chunk)}", chunk).fetchall()
+        runs = {r["id"]: {**dict(r), "config": _loads(r["config"], {})} for r in rrows}
+        metric_rows = [{**dict(m), "data": _loads(m["data"], {}) or {}} for m in mrows]
+        return queries.metrics_frame(metric_rows, runs)
 
     def events_df(self, run_id: str, kinds: Iterable[str] | None = None, since_id: int = 0) -> pd.DataFrame:
         sql, params = "SELECT id, ts, kind, stage, fraction, message, data FROM events WHERE run_id=? AND id>?", [run_id, since_id]
         if kinds is not None:
             ks = list(kinds)
-            sql += f" AND kind IN ({','.join('?' * len(ks))})"
+            sql += f" AND {_in('kind', ks)}"
             params.extend(ks)
         with self.connect() as con:
             rows = [dict(r) for r in con.execute(sql + " ORDER BY id", params).fetchall()]
-        df = pd.DataFrame.from_records(rows, columns=["id", "ts", "kind", "stage", "fraction", "message", "data"])
-        df["data"] = [_loads(d) for d in df["data"]]
-        df.insert(1, "time", _ts(df["ts"]))
-        return df.drop(columns=["ts"])
-
-    STAGE_COLUMNS = ("stage", "state", "started", "finished", "seconds", "info")
+        for r in rows:
+            r["data"] = _loads(r["data"])
+        return queries.events_frame(rows)
 
     def stages_df(self, run_id: str) -> pd.DataFrame:
         """One row per stage the run started, in order: ``stage, state`` (``running``/``done``/
@@ -756,39 +515,13 @@ class RunStore:
                                "('stage_started', 'stage_finished') ORDER BY id", (run_id,)).fetchall()
             st = con.execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()
         active = st is not None and st["status"] in ACTIVE
-        recs: dict[str, dict[str, Any]] = {}
-        for r in rows:
-            if r["kind"] == "stage_started":
-                recs[r["stage"]] = {"stage": r["stage"], "state": "running" if active else "stopped",
-                                    "started": r["ts"], "finished": None, "seconds": None, "info": {}}
-            elif r["stage"] in recs:
-                d = _loads(r["data"], {}) or {}
-                recs[r["stage"]].update(state="done", finished=r["ts"], seconds=d.get("seconds"),
-                                        info=d.get("info") or {})
-        df = pd.DataFrame.from_records(list(recs.values()), columns=list(self.STAGE_COLUMNS))
-        df["started"] = _ts(df["started"])
-        df["finished"] = _ts(df["finished"])
-        df["seconds"] = pd.to_numeric(df["seconds"], errors="coerce")
-        return df
-
-    PROGRESS_COLUMNS = ("time", "stage", "fraction", "overall", "epoch", "epochs", "step", "steps", "loss",
-                        "accuracy", "lr", "images_per_s", "eta_s")
+        return queries.stages_frame([{**dict(r), "data": _loads(r["data"], {}) or {}} for r in rows], active)
 
     def progress_df(self, run_id: str) -> pd.DataFrame:
         with self.connect() as con:
             rows = con.execute("SELECT ts, stage, fraction, data FROM events WHERE run_id=? AND kind='progress' "
                                "ORDER BY id", (run_id,)).fetchall()
-        records = []
-        for r in rows:
-            d = _loads(r["data"], {}) or {}
-            rec = {c: d.get(c) for c in self.PROGRESS_COLUMNS}
-            rec.update(time=r["ts"], stage=r["stage"], fraction=r["fraction"])
-            records.append(rec)
-        df = pd.DataFrame.from_records(records, columns=list(self.PROGRESS_COLUMNS))
-        df["time"] = _ts(df["time"])
-        for c in self.PROGRESS_COLUMNS[2:]:
-            df[c] = pd.to_numeric(df[c], errors="coerce")
-        return df
+        return queries.progress_frame([{**dict(r), "data": _loads(r["data"], {}) or {}} for r in rows])
 
     def artifacts_df(self, run_id: str | None = None) -> pd.DataFrame:
         sql, params = "SELECT run_id, name, kind, path, created_at FROM artifacts", []
@@ -797,45 +530,4 @@ class RunStore:
             params.append(run_id)
         with self.connect() as con:
             rows = [dict(r) for r in con.execute(sql + " ORDER BY created_at", params).fetchall()]
-        df = pd.DataFrame.from_records(rows, columns=["run_id", "name", "kind", "path", "created_at"])
-        df["path"] = [self._abs(p) for p in df["path"]]
-        df["created"] = _ts(df["created_at"])
-        return df.drop(columns=["created_at"])
-
-
-def _chunks(seq: list, n: int) -> Iterator[list]:
-    for i in range(0, len(seq), n):
-        yield seq[i:i + n]
-
-
-def _stage_sort_key(stage: str) -> int:
-    order = ("data", "baseline", "before", "prune", "pruned", "finetune", "after", "control", "save")
-    return order.index(stage) if stage in order else len(order)
-
-
-def _runs_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    records = []
-    for r in rows:
-        cfg = _loads(r.pop("config"), {})
-        rec = dict(r)
-        for k, v in config_columns(cfg).items():
-            rec.setdefault(k, v)
-        records.append(rec)
-    cols = ["id", "name", "status", "stage", "progress", "created_at", "started_at", "finished_at", "error",
-            "sweep_id", "baseline_key", *RUN_CONFIG_COLUMNS]
-    df = pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=cols)
-    for c in cols:
-        if c not in df.columns:
-            df[c] = pd.Series(dtype="object")
-    end = pd.to_numeric(df["finished_at"], errors="coerce")
-    start = pd.to_numeric(df["started_at"], errors="coerce")
-    running = df["status"] == RUNNING
-    end = end.where(~running, time.time())
-    df["duration_s"] = end - start
-    df["created"] = _ts(df["created_at"])
-    df["started"] = _ts(df["started_at"])
-    df["finished"] = _ts(df["finished_at"])
-    df = df.drop(columns=["created_at", "started_at", "finished_at"])
-    front = ["id", "name", "status", "stage", "progress", "created", "started", "finished", "duration_s", "error",
-             "sweep_id", "baseline_key"]
-    return df[front + [c for c in df.columns if c not in front]]
+        return queries.artifacts_frame(rows, self._abs)

@@ -2,13 +2,13 @@
 
 Usage (the dashboard wraps ``get_manager`` in ``st.cache_resource``)::
 
-    from accelvit.jobs import get_manager
+    from accelvit.runs import get_manager
     jobs = get_manager()                       # one per store folder, per process
     run_id = jobs.submit(config, submit_key=form_token)   # idempotent per submit_key
     jobs.status(run_id); jobs.get_run(run_id); jobs.cancel(run_id); jobs.wait(run_id, timeout=60)
     jobs.store.runs_df(); jobs.store.progress_df(run_id)  # what pages render
 
-Everything a run does is written to the :class:`~accelvit.store.RunStore` as it happens
+Everything a run does is written to the :class:`~accelvit.runs.store.RunStore` as it happens
 (throttled progress, stage metrics, artifacts, status), so any thread, browser tab or
 process reads the same state from the store; nothing lives only in memory.
 
@@ -34,10 +34,12 @@ import traceback as tb_mod
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .errors import AccelvitError, Cancelled
-from .store import (CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, TERMINAL, RunStore,
-                    home_dir, new_owner, release_owner)
-from .utils import CancelToken
+from ..errors import AccelvitError, Cancelled
+from ..paths import home_dir
+from ..utils import CancelToken
+from .owners import new_owner, release_owner
+from .schema import CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, TERMINAL
+from .store import RunStore, new_run_id
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +142,7 @@ def execute(store: RunStore, run_id: str, config: Any, *, cancel: CancelToken | 
     Never raises for a failing experiment (it is stored as ``failed`` with message and
     traceback); ``KeyboardInterrupt`` marks the run ``cancelled`` and is re-raised.
     """
-    from .pipeline import Experiment, ExperimentConfig, describe_error
+    from ..experiment import Experiment, ExperimentConfig, describe_error
 
     token = cancel or CancelToken()
     extra = list(listeners)
@@ -218,7 +220,7 @@ class JobManager:
         this store (a Streamlit rerun, a double click), the existing run's id is returned and
         nothing new is queued. Raises ConfigError (naming the field) before anything is stored.
         """
-        from .pipeline import ExperimentConfig
+        from ..experiment import ExperimentConfig
 
         cfg = copy.deepcopy(config) if isinstance(config, ExperimentConfig) else ExperimentConfig.from_dict(config)
         cfg.validate()
@@ -226,7 +228,7 @@ class JobManager:
             cfg.name = name
         with self._cond:
             if self._closed:
-                raise AccelvitError("The job manager was shut down; create a new one (jobs.get_manager()).")
+                raise AccelvitError("The job manager was shut down; create a new one (accelvit.runs.get_manager()).")
             run_id, created = self.store.create_run(
                 cfg.to_dict(), name=cfg.display_name(), status=QUEUED, submit_key=submit_key, sweep_id=sweep_id,
                 baseline_key=cfg.baseline_key(), owner=self.owner)
@@ -243,14 +245,13 @@ class JobManager:
         All points get one ``sweep_id``; points with the same baseline key train it once
         (the first run caches it, the others load it). Validates every point first.
         """
-        from .pipeline import SweepConfig
+        from ..experiment import SweepConfig
 
         sw = sweep if isinstance(sweep, SweepConfig) else SweepConfig.from_dict(sweep)
         configs = sw.expand()
         if submit_key is not None:
             sweep_id = "sweep-" + hashlib.sha256(submit_key.encode()).hexdigest()[:12]
         else:
-            from .store import new_run_id
             sweep_id = "sweep-" + new_run_id()
         return [self.submit(c, submit_key=None if submit_key is None else f"{submit_key}#{i}", sweep_id=sweep_id)
                 for i, c in enumerate(configs)]
@@ -283,10 +284,7 @@ class JobManager:
 
     def queued(self) -> list[str]:
         """Ids of this manager's queued runs, oldest first."""
-        with self.store.connect() as con:
-            rows = con.execute("SELECT id FROM runs WHERE status=? AND owner=? ORDER BY created_at, rowid",
-                               (QUEUED, self.owner)).fetchall()
-        return [r[0] for r in rows]
+        return self.store.queued_ids(self.owner)
 
     def is_busy(self) -> bool:
         return self._current is not None or bool(self.queued())
