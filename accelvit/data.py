@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 DATASETS = ("digits", "cifar10", "caltech101", "folder")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR10_FOLDER = "cifar-10-batches-py"  # torchvision's CIFAR10.base_folder
+CALTECH101_FOLDERS = ("caltech101", "101_ObjectCategories")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
@@ -257,20 +259,70 @@ def _digits(cfg: DataConfig):
     return imgs, d.target.tolist(), [str(n) for n in d.target_names]
 
 
-def _require_dir(path: Path, what: str, hint: str) -> None:
-    if not path.is_dir():
-        raise DataError(f"{what} not found: {path} does not exist. {hint}")
+# ----------------------------------------------------------------------------- where the files are
+def _cifar10_root(root: str | None) -> Path:
+    return Path(root or "data/cifar10").expanduser()
+
+
+def _caltech101_root(root: str | None) -> Path:
+    return Path(root or "data").expanduser()
+
+
+def _cifar10_hint(folder: Path) -> str:
+    return (f"Put the extracted 'CIFAR-10 python version' archive in {folder} (so that {folder}/data_batch_1 "
+            "exists), or enable download (needs network).")
+
+
+def _caltech101_hint(cats: Path) -> str:
+    return (f"Unpack Caltech-101 so that {cats}/<class>/image_0001.jpg exists (the layout "
+            "torchvision.datasets.Caltech101 reads), or enable download (needs network).")
+
+
+def folder_classes(root: str | Path) -> list[str]:
+    """Class sub-folders of an image folder tree (of its ``train/`` when there is one), sorted."""
+    p = Path(root).expanduser()
+    tree = p / "train" if (p / "train").is_dir() else p
+    return sorted(d.name for d in tree.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def missing_data_files(dataset: str, root: str | None, download: bool = False) -> str | None:
+    """What is missing for ``dataset`` at ``root``, as a message for the user; None when it looks present.
+
+    Looks at folders only (loads nothing): :func:`load_data` raises it as a DataError before
+    loading, and the Experiment form shows it under the data folder field.
+    """
+    if dataset == "digits":
+        return None
+    if dataset == "cifar10":
+        folder = _cifar10_root(root) / CIFAR10_FOLDER
+        if download or (folder / "data_batch_1").exists():
+            return None
+        return f"CIFAR-10 not found: {folder}/data_batch_1 does not exist. {_cifar10_hint(folder)}"
+    if dataset == "caltech101":
+        cats = _caltech101_root(root).joinpath(*CALTECH101_FOLDERS)
+        if download or cats.is_dir():
+            return None
+        return f"Caltech-101 not found: {cats} does not exist. {_caltech101_hint(cats)}"
+    if dataset == "folder":
+        if not root:
+            return "Give the path of an image folder tree (<folder>/<class>/<image>.jpg)."
+        p = Path(root).expanduser()
+        if not p.is_dir():
+            return f"Image folder not found: {p} does not exist or is not a folder. Expected {p}/<class>/<image>.jpg."
+        if not folder_classes(p):
+            tree = p / "train" if (p / "train").is_dir() else p
+            return (f"{tree} is not an image folder tree: it has no class sub-folders. Expected "
+                    f"{tree}/<class>/<image>.jpg with one sub-folder per class.")
+        return None
+    return f"Unknown data set {dataset!r}."
 
 
 def _cifar10(cfg: DataConfig):
     from torchvision.datasets import CIFAR10
 
-    root = Path(cfg.root or "data/cifar10").expanduser()
-    folder = root / CIFAR10.base_folder
-    hint = (f"Put the extracted 'CIFAR-10 python version' archive in {folder} (so that {folder}/data_batch_1 "
-            "exists), or enable download (needs network).")
-    if not cfg.download and not folder.is_dir():
-        raise DataError(f"CIFAR-10 not found: {folder} does not exist. {hint}")
+    root = _cifar10_root(cfg.root)
+    folder = root / CIFAR10_FOLDER
+    hint = _cifar10_hint(folder)
     try:
         train = CIFAR10(str(root), train=True, download=cfg.download)
         test = CIFAR10(str(root), train=False, download=False)
@@ -284,12 +336,9 @@ def _cifar10(cfg: DataConfig):
 def _caltech101(cfg: DataConfig):
     from torchvision.datasets import Caltech101
 
-    root = Path(cfg.root or "data").expanduser()
-    cats = root / "caltech101" / "101_ObjectCategories"
-    hint = (f"Unpack Caltech-101 so that {cats}/<class>/image_0001.jpg exists (the layout "
-            "torchvision.datasets.Caltech101 reads), or enable download (needs network).")
-    if not cfg.download and not cats.is_dir():
-        raise DataError(f"Caltech-101 not found: {cats} does not exist. {hint}")
+    root = _caltech101_root(cfg.root)
+    cats = root.joinpath(*CALTECH101_FOLDERS)
+    hint = _caltech101_hint(cats)
     try:
         ds = Caltech101(str(root), target_type="category", download=cfg.download)
     except RuntimeError as exc:
@@ -314,6 +363,9 @@ def _image_folder(path: Path):
 def load_data(cfg: DataConfig) -> DataBundle:
     """Build train/val/test loaders for ``cfg`` (see the module docstring)."""
     cfg.validate()
+    missing = missing_data_files(cfg.dataset, cfg.root, cfg.download)
+    if missing:
+        raise DataError(missing)
     mean = tuple(cfg.mean) if cfg.mean is not None else (
         (0.5, 0.5, 0.5) if cfg.dataset == "digits" else IMAGENET_MEAN)
     std = tuple(cfg.std) if cfg.std is not None else (
@@ -334,7 +386,6 @@ def load_data(cfg: DataConfig) -> DataBundle:
         train_base, train_t, classes = _caltech101(cfg)
     else:  # folder
         root = Path(cfg.root).expanduser()
-        _require_dir(root, "Image folder", "Give the path of a folder with one sub-folder per class.")
         test_dir = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
         if (root / "train").is_dir() and test_dir is not None:
             train_base, test_base = _image_folder(root / "train"), _image_folder(test_dir)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from accelvit.data import missing_data_files
 from accelvit.errors import InputError
 from accelvit.experiment import ExperimentConfig
 from accelvit.ui import forms
@@ -40,15 +41,15 @@ def test_errors_are_collected_per_field_and_mapped_to_widget_slots():
 
 
 def test_missing_data_files_give_a_clear_message(tmp_path):
-    msg = forms.check_data_files("cifar10", str(tmp_path))
+    msg = missing_data_files("cifar10", str(tmp_path))
     assert "CIFAR-10 not found" in msg and str(tmp_path) in msg and "download" in msg
-    assert forms.check_data_files("cifar10", str(tmp_path), download=True) is None
-    assert "Caltech-101 not found" in forms.check_data_files("caltech101", str(tmp_path))
-    assert "does not exist" in forms.check_data_files("folder", str(tmp_path / "nope"))
-    assert "no class sub-folders" in forms.check_data_files("folder", str(tmp_path))
+    assert missing_data_files("cifar10", str(tmp_path), download=True) is None
+    assert "Caltech-101 not found" in missing_data_files("caltech101", str(tmp_path))
+    assert "does not exist" in missing_data_files("folder", str(tmp_path / "nope"))
+    assert "no class sub-folders" in missing_data_files("folder", str(tmp_path))
     (tmp_path / "cat").mkdir()
-    assert forms.check_data_files("folder", str(tmp_path)) is None
-    assert forms.check_data_files("digits", None) is None
+    assert missing_data_files("folder", str(tmp_path)) is None
+    assert missing_data_files("digits", None) is None
     res = forms.validate_form({"data.dataset": "cifar10", "data.root": str(tmp_path / "c10")})
     assert "CIFAR-10 not found" in res.errors["data.root"]
 

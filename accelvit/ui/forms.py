@@ -1,5 +1,6 @@
-"""The Experiment form without Streamlit: defaults, config building, validation by field,
-data-file checks, uploaded weights, the quick demo, and the cost estimate before launching.
+"""The Experiment form without Streamlit: defaults, config building, validation by field (data
+files checked by :func:`accelvit.data.missing_data_files`), uploaded weights, the quick demo,
+and the cost estimate before launching.
 
 The page keeps its widget values in a flat dict keyed by the config field each one sets
 (``"data.img_size"``, ``"train.lr"``, ``"prune.head_ratio"``...). :func:`validate_form`
@@ -19,9 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data import DataConfig
+from ..data import DataConfig, folder_classes, missing_data_files
 from ..errors import AccelvitError, ConfigError, InputError
+from ..fileio import atomic_write_bytes
+from ..paths import uploads_dir
 from ..prune.config import PruneConfig
+from ..serialize import SPEC_FILE, WEIGHTS_FILE
 from ..train import TrainConfig
 
 # ----------------------------------------------------------------------------- choices
@@ -216,10 +220,10 @@ def validate_form(values: dict[str, Any]) -> FormResult:
     if v["model_source"] == "timm" and v["timm_weights"] == "upload" and not v.get("weights_path"):
         errors["weights_path"] = "Upload a weights file (.safetensors or .pth), or choose another weights option."
     if v["model_source"] == "checkpoint" and not cfg.baseline_checkpoint:
-        errors["baseline_checkpoint"] = "Give the path of a saved model folder (model.safetensors + accelvit.json)."
+        errors["baseline_checkpoint"] = f"Give the path of a saved model folder ({WEIGHTS_FILE} + {SPEC_FILE})."
     _collect(errors, "data.", cfg.data.validate)
     if "data.root" not in errors and "data.dataset" not in errors:
-        missing = check_data_files(cfg.data.dataset, cfg.data.root, cfg.data.download)
+        missing = missing_data_files(cfg.data.dataset, cfg.data.root, cfg.data.download)
         if missing:
             errors["data.root"] = missing
     _collect(errors, "train.", lambda: dataclasses.replace(cfg.train, device="cpu").validate())
@@ -288,52 +292,12 @@ def slot_of(field_name: str) -> str:
 
 
 # ----------------------------------------------------------------------------- data files
-def check_data_files(dataset: str, root: str | None, download: bool = False) -> str | None:
-    """A clear message when the files a data set needs are missing (None when they look present).
-
-    Mirrors what :func:`accelvit.data.load_data` will look for, without loading anything.
-    """
-    if dataset == "digits":
-        return None
-    if dataset == "cifar10":
-        base = Path(root or "data/cifar10").expanduser()
-        folder = base / "cifar-10-batches-py"
-        if download or (folder / "data_batch_1").exists():
-            return None
-        return (f"CIFAR-10 not found: {folder}/data_batch_1 does not exist. Put the extracted 'CIFAR-10 python "
-                "version' archive there, point the data folder at the folder holding cifar-10-batches-py, or "
-                "tick 'download' (needs network).")
-    if dataset == "caltech101":
-        base = Path(root or "data").expanduser()
-        cats = base / "caltech101" / "101_ObjectCategories"
-        if download or cats.is_dir():
-            return None
-        return (f"Caltech-101 not found: {cats} does not exist. Unpack Caltech-101 so that "
-                f"{cats}/<class>/image_0001.jpg exists, or tick 'download' (needs network).")
-    if dataset == "folder":
-        if not root:
-            return "Give the path of an image folder tree (<folder>/<class>/<image>.jpg)."
-        p = Path(root).expanduser()
-        if not p.is_dir():
-            return f"{p} does not exist or is not a folder. Expected {p}/<class>/<image>.jpg."
-        trees = [p / s for s in ("train",) if (p / s).is_dir()] or [p]
-        classes = [d for d in trees[0].iterdir() if d.is_dir() and not d.name.startswith(".")]
-        if not classes:
-            return (f"{trees[0]} has no class sub-folders. Expected {trees[0]}/<class>/<image>.jpg with one "
-                    "sub-folder per class.")
-        return None
-    return f"Unknown data set {dataset!r}."
-
-
 def num_classes_of(dataset: str, root: str | None) -> int:
     """Number of classes (for the cost estimate; folder trees are counted, 10 when unreadable)."""
     if dataset in NUM_CLASSES:
         return NUM_CLASSES[dataset]
     try:
-        p = Path(root or "").expanduser()
-        tree = p / "train" if (p / "train").is_dir() else p
-        n = sum(1 for d in tree.iterdir() if d.is_dir() and not d.name.startswith("."))
-        return max(n, 1)
+        return max(len(folder_classes(root or "")), 1)
     except OSError:
         return 10
 
@@ -353,11 +317,8 @@ def save_weights_upload(name: str, data: bytes, home: str | Path, max_bytes: int
         raise InputError(f"{name} is {len(data) / 1e6:.0f} MB; at most {max_bytes / 1e6:.0f} MB is accepted.")
     digest = hashlib.sha256(data).hexdigest()[:16]
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(name).name)
-    out = Path(home) / "uploads" / f"{digest}-{safe}"
+    out = uploads_dir(home) / f"{digest}-{safe}"
     if not out.exists():
-        from ..serialize import atomic_write_bytes
-
-        out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(out, data)
     return out
 
