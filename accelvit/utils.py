@@ -5,14 +5,11 @@ from __future__ import annotations
 import os
 import random
 import threading
-from typing import Callable
 
 import numpy as np
 import torch
 
 from .errors import Cancelled, ConfigError
-
-ProgressCallback = Callable[[object], None]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
