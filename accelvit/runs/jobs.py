@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..errors import AccelvitError, Cancelled
+from ..experiment import Experiment, ExperimentConfig, SweepConfig, describe_error
 from ..paths import home_dir
 from ..utils import CancelToken
 from .owners import new_owner, release_owner
@@ -142,8 +143,6 @@ def execute(store: RunStore, run_id: str, config: Any, *, cancel: CancelToken | 
     Never raises for a failing experiment (it is stored as ``failed`` with message and
     traceback); ``KeyboardInterrupt`` marks the run ``cancelled`` and is re-raised.
     """
-    from ..experiment import Experiment, ExperimentConfig, describe_error
-
     token = cancel or CancelToken()
     extra = list(listeners)
     if on_event is not None:
@@ -220,8 +219,6 @@ class JobManager:
         this store (a Streamlit rerun, a double click), the existing run's id is returned and
         nothing new is queued. Raises ConfigError (naming the field) before anything is stored.
         """
-        from ..experiment import ExperimentConfig
-
         cfg = copy.deepcopy(config) if isinstance(config, ExperimentConfig) else ExperimentConfig.from_dict(config)
         cfg.validate()
         if name:
@@ -245,8 +242,6 @@ class JobManager:
         All points get one ``sweep_id``; points with the same baseline key train it once
         (the first run caches it, the others load it). Validates every point first.
         """
-        from ..experiment import SweepConfig
-
         sw = sweep if isinstance(sweep, SweepConfig) else SweepConfig.from_dict(sweep)
         configs = sw.expand()
         if submit_key is not None:
