@@ -61,8 +61,8 @@ from .owners import new_owner, owner_alive, release_owner
 from .queries import (before_value, config_columns, ratio_to_before, run_metrics, run_to_watch, stage_ratios,
                       watched_runs)
 from .schema import (ACTIVE, CANCELLED, FAILED, FINISHED, INTERRUPTED, METRIC_COLUMNS, QUEUED, RUNNING,
-                     SCHEMA_VERSION, STATUSES, TERMINAL)
-from .store import RunStore, StoreError, new_run_id
+                     SCHEMA_VERSION, STATUSES, TERMINAL, StoreError)
+from .store import RunStore, new_run_id
 
 _JOBS = ("JobManager", "StoreRecorder", "execute", "get_manager", "shutdown_all")
 

@@ -1,10 +1,15 @@
 """The run store's SQLite schema: tables, version, run statuses and the measured columns.
 
-Plain constants, no I/O: :mod:`accelvit.runs.store` creates the tables, the other modules
-name statuses and columns from here.
+Constants, and :func:`apply_schema` that :class:`~accelvit.runs.store.RunStore` calls when it
+first opens a database; the other modules name statuses and columns from here.
 """
 
 from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from ..errors import AccelvitError
 
 SCHEMA_VERSION = 1
 
@@ -84,3 +89,23 @@ CREATE TABLE IF NOT EXISTS artifacts (
     PRIMARY KEY (run_id, name)
 );
 """
+
+
+class StoreError(AccelvitError):
+    """The run store cannot be opened or is inconsistent."""
+
+
+def apply_schema(con: sqlite3.Connection, db_path: Path) -> None:
+    """Create the tables that are missing and record or check the schema version (inside the
+    caller's transaction). A store written by a newer accelvit is refused with a StoreError."""
+    for stmt in SCHEMA.split(";"):
+        if stmt.strip():
+            con.execute(stmt)
+    row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    if row is None:
+        con.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+    elif int(row[0]) > SCHEMA_VERSION:
+        raise StoreError(f"The run store {db_path} was written by a newer accelvit (schema {row[0]}, this one "
+                         f"knows {SCHEMA_VERSION}). Upgrade accelvit or use another --home.")
+    elif int(row[0]) < SCHEMA_VERSION:  # pragma: no cover - v1 only: migrations go here
+        con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))

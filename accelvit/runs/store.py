@@ -1,20 +1,14 @@
 """The run store: every experiment, its stage metrics, progress and artifacts, in SQLite.
 
-Where: ``$ACCELVIT_HOME/runs.db`` (``--home DIR`` on the CLI sets ``ACCELVIT_HOME``;
-default ``./runs``; see :mod:`accelvit.paths`), resolved when a :class:`RunStore` is made,
-never at import time. Artifacts live under ``$ACCELVIT_HOME/artifacts/<run id>/``; files are
-written atomically (temp file + rename), and their paths are recorded relative to the home so
-a home folder can be moved.
-
-The database is created on first use (schema versioned in table ``meta``,
-:mod:`accelvit.runs.schema`), runs in WAL mode with a busy timeout, and opens one short-lived
+``$ACCELVIT_HOME/runs.db`` (:mod:`accelvit.paths`), resolved when a :class:`RunStore` is made.
+Artifacts live under ``artifacts/<run id>/``, written atomically, their paths recorded relative
+to the home so a home folder can be moved. The database is created on first use (schema in
+:mod:`accelvit.runs.schema`), runs in WAL mode with a busy timeout and opens one short-lived
 connection per call, so any number of threads and processes (the job runner, a CLI run,
-several browser tabs) can read while one writes without "database is locked" errors.
+browser tabs) read while one writes without "database is locked" errors.
 
-This module holds the SQL (writers and readers); the DataFrames are built by
-:mod:`accelvit.runs.queries`.
-
-The reader API (DataFrames and dicts) is documented in :mod:`accelvit.runs`.
+This module holds the SQL; :mod:`accelvit.runs.queries` builds the DataFrames. The reader API
+is documented in :mod:`accelvit.runs`.
 """
 
 from __future__ import annotations
@@ -35,21 +29,16 @@ from typing import Any, Iterable, Iterator
 
 import pandas as pd
 
-from ..errors import AccelvitError
 from ..fileio import atomic_write_bytes, atomic_write_json, dumps
 from ..paths import artifacts_dir, db_path, home_dir
 from . import queries
 from .owners import owner_alive
-from .schema import (ACTIVE, CANCELLED, FINISHED, INTERRUPTED, METRIC_COLUMNS, QUEUED, RUNNING, SCHEMA,
-                     SCHEMA_VERSION, STATUSES, TERMINAL, stage_sort_key)
+from .schema import (ACTIVE, CANCELLED, FINISHED, INTERRUPTED, METRIC_COLUMNS, QUEUED, RUNNING, STATUSES, TERMINAL,
+                     StoreError, apply_schema, stage_sort_key)
 
 log = logging.getLogger(__name__)
 
 _QUEUED_BY_OWNER = "SELECT id FROM runs WHERE status=? AND owner=? ORDER BY created_at, rowid"
-
-
-class StoreError(AccelvitError):
-    """The run store cannot be opened or is inconsistent."""
 
 
 def new_run_id() -> str:
@@ -150,18 +139,7 @@ class RunStore:
                                 self.db_path, mode)
                 con.execute("BEGIN IMMEDIATE")
                 try:
-                    for stmt in SCHEMA.split(";"):
-                        if stmt.strip():
-                            con.execute(stmt)
-                    row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                    if row is None:
-                        con.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                    elif int(row[0]) > SCHEMA_VERSION:
-                        raise StoreError(
-                            f"The run store {self.db_path} was written by a newer accelvit (schema {row[0]}, "
-                            f"this one knows {SCHEMA_VERSION}). Upgrade accelvit or use another --home.")
-                    elif int(row[0]) < SCHEMA_VERSION:
-                        self._migrate(con, int(row[0]))
+                    apply_schema(con, self.db_path)
                     con.execute("COMMIT")
                 except BaseException:
                     con.execute("ROLLBACK")
@@ -172,9 +150,6 @@ class RunStore:
             finally:
                 con.close()
             self._initialised = True
-
-    def _migrate(self, con: sqlite3.Connection, from_version: int) -> None:  # pragma: no cover - v1 only
-        con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
 
     @contextmanager
     def connect(self, write: bool = False) -> Iterator[sqlite3.Connection]:
