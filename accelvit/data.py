@@ -285,6 +285,20 @@ def folder_classes(root: str | Path) -> list[str]:
     return sorted(d.name for d in tree.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
+#: Classes of the built-in data sets (a folder's are counted by :func:`num_classes_of`).
+NUM_CLASSES = {"digits": 10, "cifar10": 10, "caltech101": 101}
+
+
+def num_classes_of(dataset: str, root: str | None) -> int:
+    """Number of classes without loading the data (folder trees are counted; 10 when unreadable)."""
+    if dataset in NUM_CLASSES:
+        return NUM_CLASSES[dataset]
+    try:
+        return max(len(folder_classes(root or "")), 1)
+    except OSError:
+        return 10
+
+
 def missing_data_files(dataset: str, root: str | None, download: bool = False) -> str | None:
     """What is missing for ``dataset`` at ``root``, as a message for the user; None when it looks present.
 

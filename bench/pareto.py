@@ -77,7 +77,7 @@ from accelvit.metrics import compare, count_flops, disk_sizes, measure, param_co
 from accelvit.models import model_spec
 from accelvit.prune import LINEAR_KINDS, PruneConfig
 from accelvit.prune.target import fixed_calibration  # TODO(move): accelvit.prune once exported
-from accelvit.train import TrainConfig, evaluate
+from accelvit.train import TrainConfig
 from accelvit.utils import device_description, resolve_device
 
 from .peers.torch_pruning import TP_MODES, tp_gradients, tp_search

@@ -210,8 +210,9 @@ if weights_error:
 @st.cache_data(show_spinner="Estimating the cost after pruning…", max_entries=64)
 def _estimate(config_json: str) -> dict:
     from accelvit.experiment import ExperimentConfig
+    from accelvit.experiment.estimate import estimate_cost
 
-    return forms.estimate_cost(ExperimentConfig.from_dict(json.loads(config_json)))
+    return estimate_cost(ExperimentConfig.from_dict(json.loads(config_json)))
 
 
 estimate = None

@@ -7,6 +7,7 @@ import pytest
 from accelvit.data import missing_data_files
 from accelvit.errors import InputError
 from accelvit.experiment import ExperimentConfig
+from accelvit.experiment.estimate import estimate_cost
 from accelvit.ui import forms
 
 
@@ -92,12 +93,12 @@ def test_weights_upload_is_stored_by_content(tmp_path):
 def test_estimate_shows_the_pruned_cost_before_launching():
     cfg = forms.validate_form({"model": "swin_pico", "data.img_size": 16, "prune.head_ratio": 0.5,
                                "svd_mode": "off", "prune.sparsity": 0.5}).config
-    est = forms.estimate_cost(cfg)
+    est = estimate_cost(cfg)
     b, a = est["before"], est["after"]
     assert a["dense_flops"] < b["dense_flops"] and a["params"] < b["params"]
     assert a["effective_flops"] < a["dense_flops"]  # sparsity counts in effective FLOPs only
     assert a["nonzero_params"] < 0.75 * a["params"]
-    none = forms.estimate_cost(forms.validate_form({"model": "swin_pico", "data.img_size": 16,
+    none = estimate_cost(forms.validate_form({"model": "swin_pico", "data.img_size": 16,
                                                     "prune.head_ratio": 0.0, "svd_mode": "off",
                                                     "prune.sparsity": 0.0}).config)
     assert none["after"]["dense_flops"] == none["before"]["dense_flops"]
@@ -109,7 +110,7 @@ def test_flop_target_field_reaches_the_config_sweep_and_estimate():
                                "svd_mode": "off", "prune.sparsity": 0.0})
     assert res.ok, res.errors
     assert res.config.prune.target_flops == 0.5
-    est = forms.estimate_cost(res.config)
+    est = estimate_cost(res.config)
     assert est["after"]["dense_flops"] == pytest.approx(0.5 * est["before"]["dense_flops"], rel=0.01)
     assert forms.validate_form({}).config.prune.target_flops is None  # 0 = off
     bad = forms.validate_form({"prune.target_flops": 0.5, "svd_mode": "energy"})

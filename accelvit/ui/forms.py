@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data import DataConfig, folder_classes, missing_data_files
+from ..data import DataConfig, missing_data_files
 from ..errors import AccelvitError, ConfigError, InputError
+from ..experiment.config import FINETUNE_DEFAULTS, default_finetune
 from ..fileio import atomic_write_bytes
 from ..paths import uploads_dir
 from ..prune.config import PruneConfig
@@ -35,7 +36,6 @@ DATASET_LABELS = {
     "caltech101": "Caltech-101",
     "folder": "image folder",
 }
-NUM_CLASSES = {"digits": 10, "cifar10": 10, "caltech101": 101}
 MODEL_SOURCES = {
     "scratch": "scratch config (trained here)",
     "timm": "timm Swin (pretrained or your weights)",
@@ -71,8 +71,8 @@ DEFAULTS: dict[str, Any] = {
     "baseline_checkpoint": "",
     "train.epochs": 20,
     "train.lr": 2e-3,
-    "finetune.epochs": 3,
-    "finetune.lr": 5e-4,
+    "finetune.epochs": FINETUNE_DEFAULTS["epochs"],
+    "finetune.lr": FINETUNE_DEFAULTS["lr"],
     "device": "auto",
     "prune.head_ratio": 0.5,
     "prune.head_criterion": "taylor",
@@ -100,7 +100,7 @@ QUICK_DEMO: dict[str, Any] = {
     "data": {"dataset": "digits", "img_size": 16, "batch_size": 32, "augment": False},
     "model": "swin_micro",
     "train": {"epochs": 6, "lr": 2e-3},
-    "finetune": {"epochs": 2, "lr": 1e-3, "warmup_frac": 0.1},
+    "finetune": {"epochs": 2},  # lr and warm-up: the one finetune default
     "prune": {"head_ratio": 0.5, "rank_ratio": 0.5, "sparsity": 0.5},
     "device": "auto",
 }
@@ -160,7 +160,7 @@ def build_config(values: dict[str, Any]) -> Any:
         iht_ramp_frac=float(v["prune.iht_ramp_frac"]),
         target_flops=float(v["prune.target_flops"]) or None)  # 0 = off: use the ratios as given
     train = TrainConfig(epochs=int(v["train.epochs"]), lr=float(v["train.lr"]))
-    finetune = TrainConfig(epochs=int(v["finetune.epochs"]), lr=float(v["finetune.lr"]), warmup_frac=0.1)
+    finetune = default_finetune(epochs=int(v["finetune.epochs"]), lr=float(v["finetune.lr"]))
     cfg = ExperimentConfig(
         name=str(v["name"] or "").strip(), data=data, model=str(model_name(v) or ""), train=train,
         finetune=finetune, prune=prune, device=str(v["device"]), seed=int(v["seed"]),
@@ -292,16 +292,6 @@ def slot_of(field_name: str) -> str:
 
 
 # ----------------------------------------------------------------------------- data files
-def num_classes_of(dataset: str, root: str | None) -> int:
-    """Number of classes (for the cost estimate; folder trees are counted, 10 when unreadable)."""
-    if dataset in NUM_CLASSES:
-        return NUM_CLASSES[dataset]
-    try:
-        return max(len(folder_classes(root or "")), 1)
-    except OSError:
-        return 10
-
-
 # ----------------------------------------------------------------------------- uploads
 def save_weights_upload(name: str, data: bytes, home: str | Path, max_bytes: int = MAX_WEIGHTS_BYTES) -> Path:
     """Store an uploaded weights file under ``<home>/uploads/`` (content-addressed); its path.
@@ -323,49 +313,3 @@ def save_weights_upload(name: str, data: bytes, home: str | Path, max_bytes: int
     return out
 
 
-# ----------------------------------------------------------------------------- cost estimate
-ESTIMATE_NOTE = ("Estimated on an untrained copy: the data-free l1 criterion stands in for taylor and plain SVD "
-                 "for activation-aware SVD, and the IHT sparsity is applied by magnitude per layer. Structural "
-                 "counts (heads, widths, ranks) match what the run will remove when heads are ranked uniformly; "
-                 "with global ranking or an energy threshold the per-layer split depends on the trained weights.")
-
-
-def estimate_cost(config: Any) -> dict[str, Any]:
-    """Dense/effective FLOPs and (nonzero) params before and after pruning, from a pruned copy.
-
-    ``config`` is an ExperimentConfig (validated). Returns ``{"before": {...}, "after": {...},
-    "note": str}`` where each side holds ``dense_flops, effective_flops, params, nonzero_params``
-    from :func:`accelvit.metrics.measure` (no latency, no thop, no files written).
-    """
-    import torch
-
-    from .. import serialize
-    from ..metrics import measure
-    from ..models import build_model
-    from ..prune import prune
-    from ..prune.sparse import iht_targets, topk_mask
-
-    pc = config.prune
-    if config.baseline_checkpoint:
-        model, _ = serialize.load(Path(config.baseline_checkpoint).expanduser())
-    else:
-        n = num_classes_of(config.data.dataset, config.data.root)
-        model = build_model(config.model, n, img_size=config.data.img_size)
-    model.eval()
-    keys = ("dense_flops", "effective_flops", "params", "nonzero_params")
-    size = (3, config.data.img_size, config.data.img_size)
-    before = measure(model, size, latency=False, thop=False, size=False).to_dict()
-    est = dataclasses.replace(
-        pc, head_criterion="l1" if pc.head_criterion == "taylor" else pc.head_criterion,
-        mlp_criterion="l1" if pc.mlp_criterion == "taylor" else pc.mlp_criterion, activation_aware=False)
-    pruned = copy.deepcopy(model)
-    pruned, _report = prune(pruned, est, None)
-    if pc.sparsity > 0:
-        params = dict(pruned.named_parameters())
-        with torch.no_grad():
-            for name in iht_targets(pruned, tuple(pc.iht_layers)):
-                w = params[name]
-                keep = int(round((1 - pc.sparsity) * w.numel()))
-                w.mul_(topk_mask(w, keep))
-    after = measure(pruned, size, latency=False, thop=False, size=False).to_dict()
-    return {"before": {k: before[k] for k in keys}, "after": {k: after[k] for k in keys}, "note": ESTIMATE_NOTE}

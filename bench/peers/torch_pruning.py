@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -25,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from accelvit.metrics import count_flops
+from accelvit.models import spec_of
 
 # ============================================================================ 1-D FLOP search
 def solve_1d(f: Callable[[float], float], lo: float, hi: float, f_lo: float, f_hi: float, target: float, tol: float,
