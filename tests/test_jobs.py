@@ -30,14 +30,17 @@ def manager(tmp_path):
     m.shutdown(timeout=60)
 
 
+def _cheap(model, dev):
+    params = sum(p.numel() for p in model.parameters())
+    nonzero = sum(int((p != 0).sum()) for p in model.parameters())
+    return {"params": params, "nonzero_params": nonzero, "effective_flops": float(nonzero), "device": str(dev)}
+
+
 @pytest.fixture
-def cheap_measure(monkeypatch):
-    """Skip FLOP counting / sizes / latency where a test is about the runner, not the numbers."""
-    def fake(self, model, dev):
-        params = sum(p.numel() for p in model.parameters())
-        nonzero = sum(int((p != 0).sum()) for p in model.parameters())
-        return {"params": params, "nonzero_params": nonzero, "effective_flops": float(nonzero), "device": str(dev)}
-    monkeypatch.setattr(Experiment, "measure_cost", fake)
+def cheap_measure(manager):
+    """Skip FLOP counting / sizes / latency where a test is about the runner, not the numbers
+    (through the runner's ``measure_cost`` seam, handed to every run by the manager)."""
+    manager.experiment_options["measure_cost"] = _cheap
 
 
 def tiny(ft_epochs: int = 1, **prune) -> ExperimentConfig:
@@ -102,15 +105,13 @@ def test_cancel_mid_finetune_keeps_finished_stages(manager):
     assert stage_order(manager.store, run_id)[-1] == "finetune"
 
 
-def test_failure_is_stored_and_the_runner_takes_the_next_job(manager, cheap_measure, monkeypatch):
-    real = Experiment.stage_prune
-
-    def prune_or_fail(self):
-        if self.cfg.prune.head_ratio == 0.5:
+def test_failure_is_stored_and_the_runner_takes_the_next_job(manager, cheap_measure):
+    def prune_or_fail(run):
+        if run.cfg.prune.head_ratio == 0.5:
             raise RuntimeError("injected failure in pruning")
-        return real(self)
+        return Experiment.stage_prune(run)  # the default stage, called through
 
-    monkeypatch.setattr(Experiment, "stage_prune", prune_or_fail)
+    manager.experiment_options["overrides"] = {"prune": prune_or_fail}
     bad = manager.submit(tiny(head_ratio=0.5))
     good = manager.submit(tiny(head_ratio=0.25))
     assert manager.wait(bad, TIMEOUT) == FAILED
@@ -199,9 +200,10 @@ def test_sweep_of_three_trains_the_baseline_once(manager, cheap_measure):
     assert sorted(runs["head_ratio"]) == [0.0, 0.25, 0.5]
 
 
-def test_submit_is_idempotent_validated_and_queued_runs_cancel_at_once(tmp_path, cheap_measure):
+def test_submit_is_idempotent_validated_and_queued_runs_cancel_at_once(tmp_path):
     home = tmp_path / "h"
     m = get_manager(home)
+    m.experiment_options["measure_cost"] = _cheap
     try:
         assert get_manager(home) is m
         with pytest.raises(ConfigError) as info:

@@ -137,8 +137,12 @@ class StoreRecorder:
 
 
 def execute(store: RunStore, run_id: str, config: Any, *, cancel: CancelToken | None = None,
-            listeners: Iterable[Listener] = (), on_event: Callable[[Any], None] | None = None) -> str:
+            listeners: Iterable[Listener] = (), on_event: Callable[[Any], None] | None = None,
+            experiment_options: dict[str, Any] | None = None) -> str:
     """Run ``config`` as run ``run_id`` in this thread, recording everything; the final status.
+
+    ``experiment_options`` go to :class:`~accelvit.experiment.Experiment` as they are (its
+    seams: ``overrides``, ``measure_cost``, ``stages``).
 
     Never raises for a failing experiment (it is stored as ``failed`` with message and
     traceback); ``KeyboardInterrupt`` marks the run ``cancelled`` and is re-raised.
@@ -154,7 +158,7 @@ def execute(store: RunStore, run_id: str, config: Any, *, cancel: CancelToken | 
     try:
         cfg = config if isinstance(config, ExperimentConfig) else ExperimentConfig.from_dict(config)
         Experiment(cfg, on_event=recorder, cancel=token, home=store.home,
-                   artifact_dir=store.artifact_dir(run_id), run_id=run_id).run()
+                   artifact_dir=store.artifact_dir(run_id), run_id=run_id, **(experiment_options or {})).run()
     except Cancelled as exc:
         recorder.flush()
         store.set_status(run_id, CANCELLED, error=str(exc))
@@ -187,12 +191,16 @@ class JobManager:
     Args:
         store: a RunStore, or a home folder (None: ``$ACCELVIT_HOME`` / ``./runs``).
         start: start the worker thread now (else on the first submit).
+        experiment_options: keyword arguments for every run's
+            :class:`~accelvit.experiment.Experiment` (its seams: ``overrides``, ``measure_cost``).
 
     Opening a manager marks runs orphaned by dead processes ``interrupted``.
     """
 
-    def __init__(self, store: RunStore | str | os.PathLike | None = None, *, start: bool = True):
+    def __init__(self, store: RunStore | str | os.PathLike | None = None, *, start: bool = True,
+                 experiment_options: dict[str, Any] | None = None):
         self.store = store if isinstance(store, RunStore) else RunStore(store)
+        self.experiment_options = dict(experiment_options or {})
         self.owner = new_owner("jobs")
         self._cond = threading.Condition(threading.RLock())
         self._configs: dict[str, Any] = {}
@@ -374,7 +382,8 @@ class JobManager:
             if cfg is None:
                 run = self.store.get_run(run_id)
                 cfg = run["config"] if run else {}
-            execute(self.store, run_id, cfg, cancel=token, listeners=[self._notify])
+            execute(self.store, run_id, cfg, cancel=token, listeners=[self._notify],
+                    experiment_options=self.experiment_options)
         except BaseException:  # never let the worker die silently
             log.exception("job worker: run %s crashed the runner", run_id)
             try:
