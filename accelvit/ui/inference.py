@@ -60,16 +60,14 @@ class LoadedModel:
 
 def load_model(path: str | Path, label: str = "model") -> LoadedModel:
     """Load a saved model folder for inference (CPU, eval mode)."""
-    from ..serialize import load
+    from ..serialize import load, normalisation
 
     model, doc = load(path, device="cpu")
     spec = doc.get("model") or {}
     n = int(spec.get("num_classes") or 0)
     names = doc.get("class_names") or [str(i) for i in range(n)]
-    data = (doc.get("meta") or {}).get("data") or {}
-    norm = doc.get("normalization") or {}
-    mean = tuple(data.get("mean") or norm.get("mean") or spec.get("mean") or (0.5, 0.5, 0.5))
-    std = tuple(data.get("std") or norm.get("std") or spec.get("std") or (0.5, 0.5, 0.5))
+    mean, std = normalisation(doc)
+    mean, std = mean or (0.5, 0.5, 0.5), std or (0.5, 0.5, 0.5)
     size = int(spec.get("img_size") or (doc.get("input_size") or [3, 224, 224])[-1])
     return LoadedModel(label=label, path=str(path), model=model.eval(), doc=doc, class_names=list(names),
                        img_size=size, mean=mean, std=std)
