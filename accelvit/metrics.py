@@ -50,6 +50,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import ConfigError
+from .layers import LowRankLinear
 from .utils import device_description, resolve_device
 
 log = logging.getLogger(__name__)
@@ -193,21 +194,8 @@ def _weight_stats(linear: nn.Linear) -> tuple[int, int]:
     return w.numel(), int(torch.count_nonzero(w))
 
 
-def is_lowrank(module: nn.Module) -> bool:
-    """Duck-typed ``accelvit.prune.lowrank.LowRankLinear``: ``down`` and ``up`` Linear children and a ``rank``."""
-    return (isinstance(getattr(module, "down", None), nn.Linear) and isinstance(getattr(module, "up", None), nn.Linear)
-            and hasattr(module, "rank"))
-
-
 def _is_attention(module: nn.Module) -> bool:
     return hasattr(module, "num_heads") and hasattr(module, "qkv") and hasattr(module, "proj")
-
-
-def _linear_io(module: nn.Module) -> tuple[int, int]:
-    if is_lowrank(module):
-        return int(getattr(module, "in_features", module.down.in_features)), int(
-            getattr(module, "out_features", module.up.out_features))
-    return int(module.in_features), int(module.out_features)
 
 
 # ----------------------------------------------------------------------------- full-size reference
@@ -278,7 +266,7 @@ def layer_table(model: nn.Module, flops: FlopCount) -> pd.DataFrame:
     ref = _reference(model)
     modules = dict(model.named_modules())
     rows: list[dict[str, Any]] = []
-    inside_lowrank = {f"{n}.{c}" for n, m in modules.items() if is_lowrank(m) for c in ("down", "up")}
+    inside_lowrank = {f"{n}.{c}" for n, m in modules.items() if isinstance(m, LowRankLinear) for c in ("down", "up")}
 
     def heads_of(attn_name: str) -> tuple[int, int]:
         attn = modules[attn_name]
@@ -288,7 +276,7 @@ def layer_table(model: nn.Module, flops: FlopCount) -> pd.DataFrame:
 
     def mlp_of(mlp_name: str) -> tuple[int, int]:
         mlp = modules[mlp_name]
-        width = _linear_io(mlp.fc1)[1]
+        width = int(mlp.fc1.out_features)  # nn.Linear or LowRankLinear
         total = ref.get(mlp_name, {}).get("hidden") or getattr(mlp, "accelvit_orig_hidden", None) or width
         return width, int(total)
 
@@ -308,8 +296,9 @@ def layer_table(model: nn.Module, flops: FlopCount) -> pd.DataFrame:
             dense = flops.of(name)
             row.update(dense_flops=dense, effective_flops=float(dense), params=params, nonzero_params=nnz,
                        density=_weight_density(mod.weight))
-        elif (isinstance(mod, nn.Linear) and name not in inside_lowrank) or is_lowrank(mod):
-            factors = [(f"{name}.down", mod.down), (f"{name}.up", mod.up)] if is_lowrank(mod) else [(name, mod)]
+        elif (isinstance(mod, nn.Linear) and name not in inside_lowrank) or isinstance(mod, LowRankLinear):
+            lowrank = isinstance(mod, LowRankLinear)
+            factors = [(f"{name}.down", mod.down), (f"{name}.up", mod.up)] if lowrank else [(name, mod)]
             numel = nonzero = 0
             eff = 0.0
             for fname, lin in factors:
@@ -317,9 +306,9 @@ def layer_table(model: nn.Module, flops: FlopCount) -> pd.DataFrame:
                 numel, nonzero = numel + n_w, nonzero + nz_w
                 eff += flops.of(fname) * (nz_w / n_w if n_w else 0.0)
             params, nnz = param_counts(mod)
-            fin, fout = _linear_io(mod)
+            fin, fout = int(mod.in_features), int(mod.out_features)
             row.update(in_features=fin, out_features=fout, full_rank=min(fin, fout),
-                       rank=int(mod.rank) if is_lowrank(mod) else min(fin, fout),
+                       rank=int(mod.rank) if lowrank else min(fin, fout),
                        density=nonzero / numel if numel else None, dense_flops=flops.of(name),
                        effective_flops=eff, params=params, nonzero_params=nnz)
             parent = name.rpartition(".")[0]

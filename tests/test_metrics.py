@@ -13,11 +13,11 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import prune as torch_prune
 
+from accelvit.layers import LowRankLinear
 from accelvit.metrics import (LAYER_COLUMNS, Measurement, compare, count_flops, layer_table, measure,
                               param_counts, resolve_input_size)
 from accelvit.models import SCRATCH_CONFIGS, build_model
-from accelvit.prune import PruneConfig, make_iht_hook, remove_heads
-from accelvit.prune.lowrank import LowRankLinear, factorize
+from accelvit.prune import PruneConfig, factorize, make_iht_hook, remove_heads
 from accelvit.sparse_io import load_sparse, save_sparse
 
 NUM_CLASSES = 10

@@ -16,8 +16,8 @@ import torch
 from accelvit.cli import main as cli_main
 from accelvit.data import DataConfig, load_data
 from accelvit.models import build_model
-from accelvit.prune import LowRankLinear, PruneConfig, make_iht_hook, prune
-from accelvit.prune.common import count_nonzero, count_params, window_attentions
+from accelvit.prune import LowRankLinear, PruneConfig, count_nonzero, count_params, make_iht_hook, prune
+from accelvit.prune.units import window_attentions
 from accelvit.serialize import load, save
 from accelvit.train import TrainConfig, evaluate, fit
 

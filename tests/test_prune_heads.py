@@ -7,9 +7,12 @@ import torch
 
 from accelvit.errors import ConfigError, ModelError
 from accelvit.models import build_model
-from accelvit.prune import PruneConfig, prune, remove_heads
-from accelvit.prune.common import Calibration, count_params, select_keep, window_attentions
-from accelvit.prune.heads import gate_heads, head_dim, head_scores, original_head_index, select_heads
+from accelvit.prune import PruneConfig, count_params, prune, remove_heads
+from accelvit.prune.allocation import select
+from accelvit.prune.calibration import Calibration
+from accelvit.prune.heads import head_dim, original_head_index
+from accelvit.prune.importance import gate_units, head_group, head_groups, score
+from accelvit.prune.units import window_attentions
 
 
 def _model(seed: int = 0):
@@ -39,7 +42,7 @@ def test_remove_heads_equals_gating_removed_heads(fused: bool) -> None:
     x = _x()
     gates = {name: torch.zeros(a.num_heads).index_fill_(0, torch.tensor(KEEP[name]), 1.0)
              for name, a in window_attentions(model)}
-    with torch.no_grad(), gate_heads(model, gates):
+    with torch.no_grad(), gate_units(head_groups(model), gates):
         ref = model(x)
     before = count_params(model)
     expected_removed = 0
@@ -82,11 +85,12 @@ def test_l1_criterion_finds_a_weak_head_and_taylor_finds_a_dead_head() -> None:
         a.qkv.weight[2 * n * hd + 2 * hd: 2 * n * hd + 3 * hd] = 0
         a.qkv.bias[2 * n * hd + 2 * hd: 2 * n * hd + 3 * hd] = 0
     calib = Calibration([(_x(8), torch.randint(0, 10, (8,)))], 1, torch.device("cpu"))
-    l1 = head_scores(model, "l1", calib)[name]
+    groups = head_groups(model)
+    l1 = score(model, groups, "l1", calib)[name]
     assert int(l1.argmin()) == 1
-    taylor = head_scores(model, "taylor", calib)[name]
+    taylor = score(model, groups, "taylor", calib)[name]
     assert taylor[2].item() == 0.0 and (taylor[[0, 1, 3]] > 0).all()
-    r1, r2 = head_scores(model, "random", calib, seed=3), head_scores(model, "random", calib, seed=3)
+    r1, r2 = score(model, groups, "random", calib, seed=3), score(model, groups, "random", calib, seed=3)
     assert all(torch.equal(r1[k], r2[k]) for k in r1)
     # taylor leaves the model's parameters and mode untouched
     assert all(p.grad is None for p in model.parameters()) and not model.training
@@ -95,16 +99,16 @@ def test_l1_criterion_finds_a_weak_head_and_taylor_finds_a_dead_head() -> None:
 def test_selection_global_uniform_and_per_stage() -> None:
     scores = {"layers.0.blocks.0.attn": torch.tensor([0.1, 0.2]),
               "layers.1.blocks.0.attn": torch.tensor([5.0, 1.0, 4.0, 3.0])}
-    uni = select_keep(scores, 0.5, "uniform")
+    uni = select(scores, 0.5, "uniform")
     assert uni == {"layers.0.blocks.0.attn": [1], "layers.1.blocks.0.attn": [0, 2]}
     # global, normalised per layer: 0.1/|.|=0.447 is not the smallest; 1/7.14=0.14 is
-    glob = select_keep(scores, 0.5, "global")
+    glob = select(scores, 0.5, "global")
     assert sum(len(v) for v in glob.values()) == 3
     assert all(len(v) >= 1 for v in glob.values())
     # never the last head of a layer, even when it holds the lowest scores
     tiny = {"a": torch.tensor([1e-9]), "b": torch.tensor([1.0, 2.0, 3.0])}
-    assert select_keep(tiny, 0.75, "global") == {"a": [0], "b": [2]}
-    stage = select_heads(scores, 0.0, "global", stage_ratios=[0.0, 0.75])
+    assert select(tiny, 0.75, "global") == {"a": [0], "b": [2]}
+    stage = select(scores, 0.0, "global", stage_ratios=[0.0, 0.75])
     assert stage == {"layers.0.blocks.0.attn": [0, 1], "layers.1.blocks.0.attn": [0]}
 
 
@@ -138,8 +142,9 @@ def test_remove_heads_on_a_vit_attention() -> None:
     vit = VisionTransformer(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=4, num_classes=10).eval()
     x = _x()
     keep = {f"blocks.{i}.attn": k for i, k in enumerate([[0, 2], [3]])}
-    with torch.no_grad(), gate_heads(vit, {n: torch.zeros(4).index_fill_(0, torch.tensor(k), 1.0)
-                                           for n, k in keep.items()}):
+    groups = [head_group(n, vit.get_submodule(n)) for n in keep]
+    with torch.no_grad(), gate_units(groups, {n: torch.zeros(4).index_fill_(0, torch.tensor(k), 1.0)
+                                              for n, k in keep.items()}):
         ref = vit(x)
     before = count_params(vit)
     for name, k in keep.items():

@@ -10,9 +10,10 @@ import torch.nn as nn
 from accelvit.data import DataConfig, load_data
 from accelvit.errors import ConfigError, ModelError
 from accelvit.models import build_model
-from accelvit.prune import LowRankLinear, PruneConfig, factorize, prune
-from accelvit.prune.common import Calibration, count_params, linear_layers
+from accelvit.prune import LowRankLinear, PruneConfig, count_params, factorize, prune
+from accelvit.prune.calibration import Calibration
 from accelvit.prune.lowrank import (choose_rank, collect_input_moments, rank_for_energy, rank_for_ratio, svd_of)
+from accelvit.prune.units import linear_layers
 
 
 def _linear(m: int = 24, n: int = 40, seed: int = 0) -> nn.Linear:

@@ -7,9 +7,11 @@ import torch
 
 from accelvit.errors import ModelError
 from accelvit.models import build_model
-from accelvit.prune import PruneConfig, prune, prune_mlp
-from accelvit.prune.common import Calibration, count_params, mlps
-from accelvit.prune.mlp import gate_mlp, hidden_width, mlp_scores
+from accelvit.prune import PruneConfig, count_params, prune, prune_mlp
+from accelvit.prune.calibration import Calibration
+from accelvit.prune.importance import gate_units, mlp_groups, score
+from accelvit.prune.mlp import hidden_width
+from accelvit.prune.units import mlps
 
 
 def _model():
@@ -29,7 +31,7 @@ def test_prune_mlp_equals_gating_removed_units() -> None:
             for name, m in mlps(model)}
     gates = {name: torch.zeros(hidden_width(m)).index_fill_(0, torch.tensor(keep[name]), 1.0)
              for name, m in mlps(model)}
-    with torch.no_grad(), gate_mlp(model, gates):
+    with torch.no_grad(), gate_units(mlp_groups(model), gates):
         ref = model(x)
     before = count_params(model)
     expected = 0
@@ -61,8 +63,8 @@ def test_mlp_criteria() -> None:
         m.fc2.weight[:, 7] *= 1e-3
         m.fc2.weight[:, 11] = 0  # unit 11 never reaches the output
     calib = Calibration([(_x(8), torch.randint(0, 10, (8,)))], 1, torch.device("cpu"))
-    assert int(mlp_scores(model, "l1", calib)[name].argmin()) == 7
-    taylor = mlp_scores(model, "taylor", calib)[name]
+    assert int(score(model, mlp_groups(model), "l1", calib)[name].argmin()) == 7
+    taylor = score(model, mlp_groups(model), "taylor", calib)[name]
     assert taylor[11].item() == 0.0 and int((taylor > 0).sum()) == hidden_width(m) - 1
 
 

@@ -11,8 +11,9 @@ from safetensors.torch import save_file
 
 from accelvit.errors import CheckpointError
 from accelvit.models import build_model
-from accelvit.prune import LowRankLinear, PruneConfig, describe_structure, make_iht_hook, prune
-from accelvit.prune.common import count_nonzero, count_params, window_attentions
+from accelvit.prune import (LowRankLinear, PruneConfig, count_nonzero, count_params, describe_structure,
+                             make_iht_hook, prune)
+from accelvit.prune.units import window_attentions
 from accelvit.serialize import SPEC_FILE, WEIGHTS_FILE, load, read_spec, save
 
 CLASSES = [f"c{i}" for i in range(10)]

@@ -11,8 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from accelvit.errors import ConfigError
 from accelvit.metrics import count_flops
 from accelvit.models import build_model
-from accelvit.prune import PruneConfig, prune
-from accelvit.prune.target import fixed_calibration, prune_to_target, solve_target_flops
+from accelvit.prune import PruneConfig, fixed_calibration, prune, prune_to_target, solve_target_flops
 
 
 @pytest.fixture(scope="module")

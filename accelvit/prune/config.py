@@ -53,7 +53,7 @@ class PruneConfig:
         target_flops: instead of fixed ratios, reach this fraction of the model's dense FLOPs
             (within 1%): ``prune`` searches the head / MLP-width / rank ratios along the
             direction the ratios above give (all zero: heads and MLP width alike), see
-            :mod:`accelvit.prune.target`. None: use the ratios as given.
+            :mod:`accelvit.prune.flop_target`. None: use the ratios as given.
         target_rule: allocation rule of the FLOP-target search (``uniform``).
     """
 
@@ -153,18 +153,32 @@ class PruneConfig:
         return self.head_ratio > 0 or any(r > 0 for r in (self.stage_head_ratios or []))
 
     @property
+    def prunes_structure(self) -> bool:
+        """Whether the ratios as given remove heads or MLP units or factorise layers."""
+        return self.prunes_heads or self.mlp_ratio > 0 or self.svd_enabled
+
+    @property
     def needs_calibration(self) -> bool:
         """Whether ``prune`` reads the calibration loader."""
         if self.target_flops is not None:  # the search may set any ratio
-            return self.head_criterion == "taylor" or self.mlp_criterion == "taylor" or self.activation_aware
+            return self.criteria_need_calibration
+        return self.ratios_need_calibration
+
+    @property
+    def criteria_need_calibration(self) -> bool:
+        """Whether some criterion reads calibration data once its ratio is above zero."""
+        return self.head_criterion == "taylor" or self.mlp_criterion == "taylor" or self.activation_aware
+
+    @property
+    def ratios_need_calibration(self) -> bool:
+        """Whether pruning by the ratios as given (``target_flops`` aside) reads calibration data."""
         return ((self.prunes_heads and self.head_criterion == "taylor")
                 or (self.mlp_ratio > 0 and self.mlp_criterion == "taylor")
                 or (self.svd_enabled and self.activation_aware))
 
     def is_noop(self) -> bool:
         """True when neither ``prune`` nor finetuning IHT would change anything."""
-        return (not self.prunes_heads and self.mlp_ratio == 0 and not self.svd_enabled and self.sparsity == 0
-                and self.target_flops is None)
+        return not self.prunes_structure and self.sparsity == 0 and self.target_flops is None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -7,29 +7,24 @@ head slices all of them and lowers ``num_heads``; timm's forward infers the head
 ``qkv``'s output, builds the bias from the table with ``view(..., -1)`` and the shifted
 window mask from ``num_heads``, so nothing else needs patching (tests prove the outputs).
 
-Criteria are small callables ``(model, targets, calib, generator) -> {path: scores[H]}``:
-``taylor`` (|sum over calibration batches of dL/d gate_h|, a gate of ones on each head's
-output, Michel et al. 2019), ``l1`` (weight magnitude) and ``random`` (the control).
+Which heads to keep is decided elsewhere: :mod:`.importance` scores them, :mod:`.allocation`
+says how many each attention keeps.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from typing import Callable, Iterator, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
 from timm.layers import Attention
 from timm.models.swin_transformer import WindowAttention
 
-from ..errors import ConfigError, ModelError
-from .common import Calibration, gated_gradient_scores, new_linear_like, select_keep, stage_of
+from ..errors import ModelError
+from .units import new_linear_like
 
 log = logging.getLogger(__name__)
-
-HeadScores = dict[str, torch.Tensor]
-HeadCriterion = Callable[[nn.Module, list[tuple[str, WindowAttention]], Calibration, torch.Generator], HeadScores]
 
 #: Attribute on a pruned WindowAttention: original indices of the heads it still has.
 HEAD_INDEX_ATTR = "accelvit_head_index"
@@ -104,82 +99,3 @@ def remove_heads(attn: WindowAttention | Attention, keep: Sequence[int]) -> None
         attn.attn_dim = len(keep) * hd
     setattr(attn, HEAD_INDEX_ATTR, [prev_index[k] for k in keep])
     setattr(attn, ORIG_HEADS_ATTR, orig)
-
-
-@contextlib.contextmanager
-def gate_heads(model: nn.Module, gates: dict[str, torch.Tensor]) -> Iterator[None]:
-    """Multiply each head's output by ``gates[path][h]`` (before ``proj``) while inside the block."""
-    handles = []
-    try:
-        for name, g in gates.items():
-            attn = model.get_submodule(name)
-            hd = head_dim(attn)
-
-            def hook(_m, args, g=g, hd=hd):
-                return (args[0] * g.to(args[0]).repeat_interleave(hd),) + tuple(args[1:])
-
-            handles.append(attn.proj.register_forward_pre_hook(hook))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-# ------------------------------------------------------------------------ criteria
-def taylor_head_scores(model: nn.Module, targets: list[tuple[str, WindowAttention]], calib: Calibration,
-                       gen: torch.Generator) -> HeadScores:
-    gates = {name: (attn.proj, attn.num_heads, head_dim(attn)) for name, attn in targets}
-    return gated_gradient_scores(model, gates, calib, "taylor head importance")
-
-
-def l1_head_scores(model: nn.Module, targets: list[tuple[str, WindowAttention]], calib: Calibration,
-                   gen: torch.Generator) -> HeadScores:
-    out = {}
-    for name, attn in targets:
-        n, hd = attn.num_heads, head_dim(attn)
-        w = attn.qkv.weight.detach().abs()
-        rows = w.sum(1).view(3, n, hd).sum((0, 2))
-        if attn.qkv.bias is not None:
-            rows = rows + attn.qkv.bias.detach().abs().view(3, n, hd).sum((0, 2))
-        cols = attn.proj.weight.detach().abs().sum(0).view(n, hd).sum(1)
-        out[name] = (rows + cols).float().cpu()
-    return out
-
-
-def random_head_scores(model: nn.Module, targets: list[tuple[str, WindowAttention]], calib: Calibration,
-                       gen: torch.Generator) -> HeadScores:
-    return {name: torch.rand(attn.num_heads, generator=gen) for name, attn in targets}
-
-
-HEAD_CRITERIA: dict[str, HeadCriterion] = {
-    "taylor": taylor_head_scores,
-    "l1": l1_head_scores,
-    "random": random_head_scores,
-}
-
-
-def head_scores(model: nn.Module, criterion: str, calib: Calibration, seed: int = 0,
-                targets: list[tuple[str, WindowAttention]] | None = None) -> HeadScores:
-    if criterion not in HEAD_CRITERIA:
-        raise ConfigError("head_criterion", f"unknown criterion {criterion!r}; use one of {list(HEAD_CRITERIA)}.")
-    from .common import window_attentions
-
-    targets = targets if targets is not None else window_attentions(model)
-    gen = torch.Generator().manual_seed(seed)
-    return {k: v.detach().float().cpu() for k, v in HEAD_CRITERIA[criterion](model, targets, calib, gen).items()}
-
-
-def select_heads(scores: HeadScores, ratio: float, ranking: str,
-                 stage_ratios: list[float] | None = None) -> dict[str, list[int]]:
-    """Heads to keep per attention (indices into current heads). Per-stage ratios rank within a stage."""
-    if stage_ratios is None:
-        return select_keep(scores, ratio, ranking)
-    stages = sorted({stage_of(k) for k in scores})
-    if max(stages, default=-1) >= len(stage_ratios):
-        raise ConfigError("stage_head_ratios", f"has {len(stage_ratios)} entries but the model has at least "
-                                               f"{max(stages) + 1} stages; give one ratio per stage.")
-    keep: dict[str, list[int]] = {}
-    for s in stages:
-        group = {k: v for k, v in scores.items() if stage_of(k) == s}
-        keep.update(select_keep(group, stage_ratios[s], ranking))
-    return {k: keep[k] for k in scores}

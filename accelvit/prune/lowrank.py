@@ -1,9 +1,8 @@
 """Low-rank factorisation of linear layers by truncated SVD (plain and activation-aware).
 
-``LowRankLinear`` replaces ``y = W x + b`` (``W`` is ``m x n``) by ``y = U (V x) + b`` with
-``V`` ``r x n`` (``down``, no bias) and ``U`` ``m x r`` (``up``, the original bias). It costs
-``r (m + n)`` weights instead of ``m n``, so a rank with ``r (m + n) >= m n`` keeps the layer
-dense. The singular values are split evenly (``U = U_r sqrt(S_r)``, ``V = sqrt(S_r) V_r^T``)
+:func:`factorize` turns a dense ``nn.Linear`` (``m x n``) into an
+:class:`~accelvit.layers.LowRankLinear` ``U (V x) + b`` of rank ``r``: ``r (m + n)`` weights
+instead of ``m n``, so a rank with ``r (m + n) >= m n`` keeps the layer dense. The singular values are split evenly (``U = U_r sqrt(S_r)``, ``V = sqrt(S_r) V_r^T``)
 so both factors have the same scale for finetuning and IHT.
 
 Activation-aware SVD (as in SVD-LLM): with ``C = E[x x^T]`` over calibration inputs and
@@ -23,42 +22,10 @@ import torch
 import torch.nn as nn
 
 from ..errors import ModelError
-from .common import Calibration
+from ..layers import LowRankLinear
+from .calibration import Calibration
 
 log = logging.getLogger(__name__)
-
-
-class LowRankLinear(nn.Module):
-    """``up(down(x))``: ``down`` is ``in_features -> rank`` without bias, ``up`` is
-    ``rank -> out_features`` carrying the original bias."""
-
-    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True,
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None):
-        super().__init__()
-        if not 1 <= rank:
-            raise ModelError(f"LowRankLinear: rank must be >= 1, got {rank}.")
-        self.in_features = int(in_features)
-        self.out_features = int(out_features)
-        self.rank = int(rank)
-        self.down = nn.Linear(in_features, rank, bias=False, device=device, dtype=dtype)
-        self.up = nn.Linear(rank, out_features, bias=bias, device=device, dtype=dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.up(self.down(x))
-
-    def dense_weight(self) -> torch.Tensor:
-        """The ``out x in`` product ``up.weight @ down.weight``."""
-        return self.up.weight @ self.down.weight
-
-    def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, "
-                f"bias={self.up.bias is not None}")
-
-
-def max_useful_rank(out_features: int, in_features: int) -> int:
-    """Largest rank whose factorisation still has fewer weights than the dense layer."""
-    m, n = out_features, in_features
-    return max(0, math.ceil(m * n / (m + n)) - 1)
 
 
 def rank_for_ratio(out_features: int, in_features: int, rank_ratio: float) -> int:

@@ -22,10 +22,10 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
+from ..layers import LowRankLinear
 from ..train import TrainHook
-from .common import linear_layers
 from .config import PruneConfig
-from .lowrank import LowRankLinear
+from .units import linear_layers
 
 log = logging.getLogger(__name__)
 

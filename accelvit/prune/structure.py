@@ -22,10 +22,10 @@ from timm.layers import Mlp
 from timm.models.swin_transformer import WindowAttention
 
 from ..errors import AccelvitError, CheckpointError
-from .common import set_submodule
+from ..layers import LowRankLinear
 from .heads import HEAD_INDEX_ATTR, ORIG_HEADS_ATTR, remove_heads
-from .lowrank import LowRankLinear
 from .mlp import ORIG_HIDDEN_ATTR, prune_mlp
+from .units import set_submodule
 
 STRUCTURE_VERSION = 1
 
@@ -49,10 +49,6 @@ def describe_structure(model: nn.Module) -> dict[str, Any]:
             lowrank[name] = {"in_features": mod.in_features, "out_features": mod.out_features,
                              "rank": mod.rank, "bias": mod.up.bias is not None}
     return {"version": STRUCTURE_VERSION, "heads": heads, "mlp": mlp, "lowrank": lowrank}
-
-
-def is_pruned_structure(structure: dict[str, Any]) -> bool:
-    return bool(structure and (structure.get("heads") or structure.get("mlp") or structure.get("lowrank")))
 
 
 def _module(model: nn.Module, name: Any, kind: type | tuple[type, ...], what: str) -> nn.Module:

@@ -1,4 +1,11 @@
-"""``prune``: heads -> MLP width -> SVD in one call, with a per-layer report."""
+"""The pruner: apply fixed ratios to a model, heads -> MLP width -> SVD, with a per-layer report.
+
+It composes the pieces and holds no policy of its own: :mod:`.importance` scores the units
+with the configured criterion, :mod:`.allocation` turns the ratios into ``{layer: units
+kept}``, :mod:`.heads` / :mod:`.mlp` / :mod:`.lowrank` do the surgery. ``target_flops`` is
+not looked at here: :mod:`.flop_target` searches the ratios and calls :func:`apply_ratios`,
+and :func:`accelvit.prune.prune` picks one of the two.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +19,14 @@ import torch.nn as nn
 
 from ..errors import ConfigError
 from ..utils import CancelToken, check_cancel
-from .common import (Calibration, count_nonzero, count_params, linear_layers, mlps, model_device, num_stages,
-                     select_keep, set_submodule, stage_of, window_attentions)
+from . import allocation, importance
+from .calibration import Calibration, require_loader
 from .config import PruneConfig
-from .heads import head_dim, head_scores, original_head_index, remove_heads, select_heads
+from .heads import head_dim, original_head_index, remove_heads
 from .lowrank import choose_rank, collect_input_moments, factorize, svd_of
-from .mlp import hidden_width, mlp_scores, prune_mlp
+from .mlp import hidden_width, prune_mlp
+from .units import (count_nonzero, count_params, linear_layers, mlps, model_device, num_stages, set_submodule,
+                    stage_of, window_attentions)
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +35,7 @@ log = logging.getLogger(__name__)
 class PruneProgress:
     """One progress report of ``prune``."""
 
-    stage: str            # "heads" | "mlp" | "svd" | "done"
+    stage: str            # "heads" | "mlp" | "svd" | "target" | "done"
     done: int
     total: int
     message: str = ""
@@ -61,6 +70,9 @@ class PruneReport:
         return d
 
 
+Emit = Callable[..., None]  # (stage, done, total, message="")
+
+
 def _total_heads(model: nn.Module) -> int:
     return sum(a.num_heads for _, a in window_attentions(model))
 
@@ -69,22 +81,20 @@ def _total_hidden(model: nn.Module) -> int:
     return sum(m.fc1.out_features for _, m in mlps(model))
 
 
-def prune(model: nn.Module, config: PruneConfig, calib_loader: Iterable | None = None,
-          progress: Callable[[PruneProgress], None] | None = None,
-          cancel: CancelToken | None = None) -> tuple[nn.Module, PruneReport]:
-    """Prune ``model`` in place: attention heads, then MLP width, then low-rank SVD.
+def apply_ratios(model: nn.Module, config: PruneConfig, calib_loader: Iterable | None = None,
+                 progress: Callable[[PruneProgress], None] | None = None, cancel: CancelToken | None = None,
+                 head_scores: dict[str, torch.Tensor] | None = None) -> tuple[nn.Module, PruneReport]:
+    """Prune ``model`` in place by the ratios of ``config``: attention heads, then MLP width, then SVD.
 
     ``calib_loader`` yields ``(images, labels)``; only the first ``config.calib_batches``
-    batches are used, and only by the ``taylor`` criteria and activation-aware SVD. IHT
-    sparsity is not applied here: attach ``make_iht_hook(model, config)`` to the finetune.
-    Returns the same model object and a :class:`PruneReport`.
+    batches are used, and only by the ``taylor`` criteria and activation-aware SVD.
+    ``head_scores`` (``{attention path: scores}`` of this very model) replaces scoring the
+    heads, for callers that prune many copies of one model. IHT sparsity is not applied
+    here: attach ``make_iht_hook(model, config)`` to the finetune. Returns the same model
+    object and a :class:`PruneReport` whose ``config`` is ``config``.
     """
     config.validate()
-    if config.target_flops is not None:
-        return _prune_to_target(model, config, calib_loader, progress, cancel)
-    if config.needs_calibration and calib_loader is None:
-        raise ConfigError("calib_loader", "the chosen criteria (taylor or activation-aware SVD) need calibration "
-                                          "data; pass a loader or use l1/random criteria.")
+    require_loader(config.ratios_need_calibration and head_scores is None, calib_loader)
     start = time.perf_counter()
     calib = Calibration(calib_loader, config.calib_batches, model_device(model), cancel)
     report = PruneReport(
@@ -97,7 +107,7 @@ def prune(model: nn.Module, config: PruneConfig, calib_loader: Iterable | None =
             progress(PruneProgress(stage, done, total, message))
 
     if config.prunes_heads:
-        _prune_heads(model, config, calib, report, emit, cancel)
+        _prune_heads(model, config, calib, report, emit, cancel, head_scores)
     if config.mlp_ratio > 0:
         _prune_mlp_width(model, config, calib, report, emit, cancel)
     if config.svd_enabled:
@@ -114,17 +124,24 @@ def prune(model: nn.Module, config: PruneConfig, calib_loader: Iterable | None =
     return model, report
 
 
-def _prune_heads(model, config, calib, report, emit, cancel) -> None:
+def score_heads(model: nn.Module, config: PruneConfig, calib: Calibration) -> dict[str, torch.Tensor]:
+    """``config.head_criterion``'s scores of every Swin attention's heads."""
+    return importance.score(model, importance.head_groups(model), config.head_criterion, calib, config.seed)
+
+
+def _prune_heads(model: nn.Module, config: PruneConfig, calib: Calibration, report: PruneReport, emit: Emit,
+                 cancel: CancelToken | None, scores: dict[str, torch.Tensor] | None) -> None:
     targets = window_attentions(model)
     if not targets:
         raise ConfigError("head_ratio", "the model has no Swin WindowAttention layer whose heads could be pruned.")
     if config.stage_head_ratios is not None and len(config.stage_head_ratios) != num_stages(model):
         raise ConfigError("stage_head_ratios", f"has {len(config.stage_head_ratios)} entries but the model has "
                                                f"{num_stages(model)} stages; give one ratio per stage.")
-    check_cancel(cancel, "head importance")
-    emit("heads", 0, len(targets), f"scoring heads ({config.head_criterion})")
-    scores = head_scores(model, config.head_criterion, calib, config.seed, targets)
-    keep = select_heads(scores, config.head_ratio, config.head_ranking, config.stage_head_ratios)
+    if scores is None:
+        check_cancel(cancel, "head importance")
+        emit("heads", 0, len(targets), f"scoring heads ({config.head_criterion})")
+        scores = score_heads(model, config, calib)
+    keep = allocation.keep_top(scores, allocation.for_heads(config, scores))
     for i, (name, attn) in enumerate(targets, start=1):
         check_cancel(cancel, f"head removal ({name})")
         before_idx = original_head_index(attn)
@@ -142,14 +159,15 @@ def _prune_heads(model, config, calib, report, emit, cancel) -> None:
         emit("heads", i, len(targets), name)
 
 
-def _prune_mlp_width(model, config, calib, report, emit, cancel) -> None:
+def _prune_mlp_width(model: nn.Module, config: PruneConfig, calib: Calibration, report: PruneReport, emit: Emit,
+                     cancel: CancelToken | None) -> None:
     targets = mlps(model)
     if not targets:
         raise ConfigError("mlp_ratio", "the model has no MLP whose width could be pruned.")
     check_cancel(cancel, "MLP importance")
     emit("mlp", 0, len(targets), f"scoring MLP units ({config.mlp_criterion})")
-    scores = mlp_scores(model, config.mlp_criterion, calib, config.seed, targets)
-    keep = select_keep(scores, config.mlp_ratio, config.mlp_ranking)
+    scores = importance.score(model, importance.mlp_groups(model), config.mlp_criterion, calib, config.seed)
+    keep = allocation.keep_top(scores, allocation.for_mlp(config, scores))
     for i, (name, m) in enumerate(targets, start=1):
         check_cancel(cancel, f"MLP pruning ({name})")
         before = hidden_width(m)
@@ -161,7 +179,8 @@ def _prune_mlp_width(model, config, calib, report, emit, cancel) -> None:
         emit("mlp", i, len(targets), name)
 
 
-def _factorize_linears(model, config, calib, report, emit, cancel) -> None:
+def _factorize_linears(model: nn.Module, config: PruneConfig, calib: Calibration, report: PruneReport, emit: Emit,
+                       cancel: CancelToken | None) -> None:
     targets = [(n, m) for n, m in linear_layers(model, config.svd_layers, include_lowrank=False)]
     if not targets:
         raise ConfigError("svd_layers", f"no dense linear layer of the kinds {list(config.svd_layers)} was found.")
@@ -191,23 +210,3 @@ def _factorize_linears(model, config, calib, report, emit, cancel) -> None:
             report.lowrank_layers += 1
         report.layers.append(entry)
         emit("svd", i, len(targets), name)
-
-
-def _prune_to_target(model: nn.Module, config: PruneConfig, calib_loader: Iterable | None,
-                     progress: Callable[[PruneProgress], None] | None,
-                     cancel: CancelToken | None) -> tuple[nn.Module, PruneReport]:
-    """``target_flops``: search the ratios (accelvit.prune.target), then prune with them.
-
-    The report's ``config`` is the solved config (the ratios really applied, with
-    ``target_flops`` kept for the record) and ``target`` describes the search.
-    """
-    from .target import prune_to_target
-
-    if config.needs_calibration and calib_loader is None:
-        raise ConfigError("calib_loader", "the chosen criteria (taylor or activation-aware SVD) need calibration "
-                                          "data; pass a loader or use l1/random criteria.")
-    model, report, solved, info = prune_to_target(model, config, config.target_flops, calib_loader=calib_loader,
-                                                  rule=config.target_rule, progress=progress, cancel=cancel)
-    report.config = {**solved.to_dict(), "target_flops": config.target_flops}
-    report.target = {k: v for k, v in info.items() if k != "evaluations"}
-    return model, report

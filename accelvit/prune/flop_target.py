@@ -2,8 +2,8 @@
 
 ::
 
-    from accelvit.prune import PruneConfig
-    from accelvit.prune.target import prune_to_target, solve_target_flops
+    from accelvit.prune import PruneConfig, solve_target_flops
+    from accelvit.prune.flop_target import prune_to_target
 
     # only find the ratios (the model is not modified):
     solved, info = solve_target_flops(model, PruneConfig(head_criterion="l1", mlp_criterion="l1"), 0.5)
@@ -12,13 +12,13 @@
 
 ``target`` is a fraction of the *given* model's dense FLOPs (``accelvit.metrics.count_flops``:
 ``FlopCounterMode`` at batch 1, attention included). The solved config, handed to
-:func:`accelvit.prune.prune` with the same calibration batches, gives dense FLOPs within
+:func:`~.pruner.apply_ratios` with the same calibration batches, gives dense FLOPs within
 ``tol`` (default 1%) of ``target * baseline``. Every candidate is a pruned deep copy whose
 FLOPs are counted, never a formula; to stay cheap, candidates reuse one set of head scores,
 score MLP units by ``l1`` when the MLP ranking is uniform (the unit counts, hence the FLOPs,
 do not depend on the scores) and get SVD's low-rank structure without computing any SVD. The
-winner is then checked with the real ``prune()``; should the two ever disagree, the search is
-redone with the real ``prune()`` for every candidate (``_candidate_flops``).
+winner is then checked with the real prune; should the two ever disagree, the search is
+redone with the real prune for every candidate (``_candidate_flops``).
 
 Allocation rule ``uniform`` (the only one so far, ``RULES``)
 ------------------------------------------------------------
@@ -45,15 +45,17 @@ none, in which case the nearest reachable point is returned and, if it is furthe
 
 Data-dependent criteria (``taylor``, activation-aware SVD) make the chosen heads and hence
 the FLOPs depend on the calibration batches; the search materialises them once
-(:func:`fixed_calibration`) so every candidate sees the same ones. Prune with those same
-batches (``prune_to_target`` does) to get exactly the searched structure.
+(:func:`~.calibration.fixed_calibration`) so every candidate sees the same ones. Prune with
+those same batches (``prune_to_target`` does) to get exactly the searched structure.
+
+Every candidate, and the final prune, goes through :func:`.pruner.apply_ratios`, which
+ignores ``target_flops``: the solved config keeps the base config's ``target_flops`` as the
+record of what was asked for.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
-import itertools
 import logging
 import math
 import time
@@ -64,9 +66,14 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
+from ..layers import LowRankLinear
+from ..metrics import count_flops
 from ..utils import CancelToken, check_cancel
+from .calibration import Batches, Calibration, fixed_calibration
 from .config import PruneConfig
-from .core import PruneProgress, PruneReport, prune
+from .lowrank import choose_rank
+from .pruner import PruneProgress, PruneReport, apply_ratios, score_heads
+from .units import linear_layers, model_device, set_submodule
 
 log = logging.getLogger(__name__)
 
@@ -75,28 +82,7 @@ RULES = ("uniform",)
 KNOB_CAP = 0.95
 FLOP_COUNTER = "accelvit.metrics.count_flops (torch.utils.flop_counter.FlopCounterMode, batch 1)"
 
-Batches = list[tuple[torch.Tensor, torch.Tensor]]
-
-
-def fixed_calibration(loader: Iterable | None, batches: int) -> Batches | None:
-    """The first ``batches`` ``(images, labels)`` batches of ``loader`` as a list (CPU tensors).
-
-    A list can be iterated again and again with the same content, unlike a shuffling
-    DataLoader; the search and the final prune must see the same calibration data.
-    """
-    if loader is None:
-        return None
-    if isinstance(loader, list) and len(loader) <= batches:
-        return loader
-    out: Batches = []
-    for batch in itertools.islice(loader, batches):
-        out.append((batch[0].detach().cpu(), batch[1].detach().cpu()))
-    return out
-
-
 def _flops(model: nn.Module, input_size: Any) -> int:
-    from ..metrics import count_flops
-
     return int(count_flops(model, input_size).total)
 
 
@@ -122,10 +108,6 @@ def _with_knobs(config: PruneConfig, heads: float, mlp: float, svd: float | None
         kw["head_ratio"] = round(heads, 6)
     if svd is not None:
         kw["rank_ratio"] = round(1.0 - min(max(svd, 0.0), KNOB_CAP), 6)
-    # once PruneConfig carries the target itself, the solved config must not ask prune() to search again
-    names = {f.name for f in dataclasses.fields(config)}
-    if "target_flops" in names:
-        kw["target_flops"] = None
     return replace(config, **kw)
 
 
@@ -172,8 +154,7 @@ def solve_target_flops(model: nn.Module, config: PruneConfig, target: float, inp
         raise ConfigError("energy", "a FLOP target sets the SVD rank through rank_ratio; energy-based ranks cannot be "
                                     "targeted. Use rank_ratio (any value sets the SVD share of the direction) or none.")
     start = time.perf_counter()
-    calib = fixed_calibration(calib_loader, config.calib_batches) if config.needs_calibration or \
-        _needs_calibration_somewhere(config) else None
+    calib = fixed_calibration(calib_loader, config.calib_batches) if config.criteria_need_calibration else None
     base = _flops(model, input_size)
     goal = float(target) * base
     direction = _direction(config)
@@ -287,12 +268,8 @@ class _Shortcut:
 
     def head_scores(self) -> dict[str, torch.Tensor]:
         if self._scores is None:
-            from .common import Calibration, model_device, window_attentions
-            from .heads import head_scores
-
             calib = Calibration(self.calib, self.config.calib_batches, model_device(self.model), self.cancel)
-            self._scores = head_scores(self.model, self.config.head_criterion, calib, self.config.seed,
-                                       window_attentions(self.model))
+            self._scores = score_heads(self.model, self.config, calib)
         return self._scores
 
 
@@ -300,13 +277,12 @@ def _candidate_flops(model: nn.Module, cfg: PruneConfig, calib: Batches | None, 
                      cancel: CancelToken | None, shortcut: _Shortcut | None) -> int:
     """Dense FLOPs of ``model`` pruned by ``cfg`` (on a deep copy).
 
-    Without ``shortcut`` this is the real ``prune()``. With it, three things that cannot change
-    the FLOPs are skipped (``solve_target_flops`` checks its answer with the real ``prune()``
-    and searches again without shortcuts if they ever disagree):
+    Without ``shortcut`` this is the real prune (``apply_ratios``). With it, three things that
+    cannot change the FLOPs are skipped (``solve_target_flops`` checks its answer with the real
+    prune and searches again without shortcuts if they ever disagree):
 
-    - head scores are computed once on the unpruned model (``prune()`` scores heads there too,
-      whatever the ratio) and each candidate selects and removes heads with the same
-      ``select_heads`` / ``remove_heads``;
+    - head scores are computed once on the unpruned model (the prune scores heads there too,
+      whatever the ratio) and handed to ``apply_ratios`` for each candidate;
     - with ``mlp_ranking="uniform"`` every block loses ``round(ratio * width)`` units whatever
       their scores, so the candidates score MLP units by ``l1`` (no calibration passes);
     - SVD is replaced by its structure: every eligible dense linear becomes a ``LowRankLinear``
@@ -315,23 +291,15 @@ def _candidate_flops(model: nn.Module, cfg: PruneConfig, calib: Batches | None, 
       costs seconds on a small CPU.
     """
     work = copy.deepcopy(model)
-    if cfg.is_noop():
+    if not cfg.prunes_structure:
         return _flops(work, input_size)
     if shortcut is None:
-        prune(work, cfg, calib, cancel=cancel)
+        apply_ratios(work, cfg, calib, cancel=cancel)
         return _flops(work, input_size)
-    from .common import linear_layers, set_submodule, window_attentions
-    from .heads import remove_heads, select_heads
-    from .lowrank import LowRankLinear, choose_rank
-
-    if cfg.prunes_heads:
-        keep = select_heads(shortcut.head_scores(), cfg.head_ratio, cfg.head_ranking, cfg.stage_head_ratios)
-        for name, attn in window_attentions(work):
-            remove_heads(attn, keep[name])
-    rest = replace(cfg, head_ratio=0.0, stage_head_ratios=None, rank_ratio=None, energy=None, activation_aware=False,
+    fast = replace(cfg, rank_ratio=None, energy=None, activation_aware=False,
                    mlp_criterion="l1" if cfg.mlp_ranking == "uniform" else cfg.mlp_criterion)
-    if not rest.is_noop():
-        prune(work, rest, calib, cancel=cancel)
+    if fast.prunes_structure:
+        apply_ratios(work, fast, calib, cancel=cancel, head_scores=shortcut.head_scores() if fast.prunes_heads else None)
     if cfg.rank_ratio is None:
         return _flops(work, input_size)
     for name, lin in linear_layers(work, cfg.svd_layers, include_lowrank=False):
@@ -345,11 +313,6 @@ def _candidate_flops(model: nn.Module, cfg: PruneConfig, calib: Batches | None, 
 
 class _Budget(Exception):
     """Internal: the candidate budget is spent."""
-
-
-def _needs_calibration_somewhere(config: PruneConfig) -> bool:
-    """The base config may prune nothing yet while its criteria need data once ratios are set."""
-    return config.head_criterion == "taylor" or config.mlp_criterion == "taylor" or config.activation_aware
 
 
 def _false_position(measure: Callable[[float], float], lo: float, hi: float, r_lo: float, r_hi: float,
@@ -406,19 +369,22 @@ def prune_to_target(model: nn.Module, config: PruneConfig, target: float, input_
                     calib_loader: Iterable | None = None, rule: str = "uniform", tol: float = 0.01,
                     progress: Callable[[PruneProgress], None] | None = None,
                     cancel: CancelToken | None = None) -> tuple[nn.Module, PruneReport, PruneConfig, dict[str, Any]]:
-    """:func:`solve_target_flops`, then :func:`~accelvit.prune.prune` in place with the same calibration batches.
+    """:func:`solve_target_flops`, then :func:`.pruner.apply_ratios` in place with the same calibration batches.
 
     Returns ``(model, report, solved_config, info)``; ``info["final_flops"]`` is the pruned
     model's measured dense FLOPs (equal to ``info["achieved_flops"]``: the prune is deterministic).
+    ``report.config`` is the solved config, ``report.target`` the search (``info`` without
+    the list of evaluations).
     """
     calib = fixed_calibration(calib_loader, config.calib_batches)
     solved, info = solve_target_flops(model, config, target, input_size, calib, rule, tol,
                                       progress=progress, cancel=cancel)
-    model, report = prune(model, solved, calib, progress=progress, cancel=cancel)
+    model, report = apply_ratios(model, solved, calib, progress=progress, cancel=cancel)
     info["final_flops"] = _flops(model, input_size)
     if info["final_flops"] != info["achieved_flops"]:
         log.warning("The final prune gave %d dense FLOPs, the search %d (non-deterministic criteria?).",
                     info["final_flops"], info["achieved_flops"])
+    report.target = {k: v for k, v in info.items() if k != "evaluations"}
     return model, report, solved, info
 
 
