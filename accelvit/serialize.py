@@ -27,6 +27,7 @@ from safetensors import safe_open
 from .errors import CheckpointError, ConfigError, ModelError
 from .fileio import atomic_write_bytes, atomic_write_json  # noqa: F401  (re-exported)
 from .models import ModelSpec, build_from_spec, spec_of
+from .prune.structure import apply_structure, describe_structure
 from .sparse_io import load_sparse, save_sparse
 
 log = logging.getLogger(__name__)
@@ -35,19 +36,6 @@ FORMAT = "accelvit-model"
 VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 SPEC_FILE = "accelvit.json"
-
-
-def describe_structure(model: torch.nn.Module) -> dict[str, Any]:
-    """What pruning changed, in JSON form (see accelvit.prune.structure)."""
-    from .prune.structure import describe_structure as _describe
-
-    return _describe(model)
-
-
-def apply_structure(model: torch.nn.Module, structure: dict[str, Any]) -> None:
-    from .prune.structure import apply_structure as _apply
-
-    _apply(model, structure)
 
 
 def save(model: torch.nn.Module, path: str | Path, class_names: list[str] | None = None,
