@@ -166,10 +166,9 @@ def normalisation(doc: dict[str, Any]) -> tuple[tuple[float, ...] | None, tuple[
 
     The one lookup used by the runner (a checkpoint baseline), the CLI and the Inference page.
     """
-    data = (doc.get("meta") or {}).get("data")
-    if isinstance(data, dict) and "dataset" in data:  # None there means the data set's default
-        mean, std = data.get("mean"), data.get("std")
-    else:
-        norm = doc.get("normalization") or doc.get("model") or {}
-        mean, std = norm.get("mean"), norm.get("std")
+    data = (doc.get("meta") or {}).get("data") or {}
+    norm = doc.get("normalization") or {}
+    spec = doc.get("model") or {}
+    mean = data.get("mean") or norm.get("mean") or spec.get("mean")
+    std = data.get("std") or norm.get("std") or spec.get("std")
     return (tuple(mean) if mean else None), (tuple(std) if std else None)

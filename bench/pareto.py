@@ -75,8 +75,7 @@ from accelvit.data import DataConfig
 from accelvit.experiment import Experiment, ExperimentConfig, default_finetune
 from accelvit.metrics import compare, count_flops, disk_sizes, measure, param_counts
 from accelvit.models import model_spec
-from accelvit.prune import LINEAR_KINDS, PruneConfig
-from accelvit.prune.target import fixed_calibration  # TODO(move): accelvit.prune once exported
+from accelvit.prune import LINEAR_KINDS, PruneConfig, fixed_calibration
 from accelvit.train import TrainConfig
 from accelvit.utils import device_description, resolve_device
 
@@ -502,7 +501,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                             datefmt="%H:%M:%S")
-    for noisy in ("kaleido", "choreographer", "accelvit.prune.core"):
+    for noisy in ("kaleido", "choreographer", "accelvit.prune.pruner", "accelvit.prune.flop_target"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return run(args)
 

@@ -220,7 +220,7 @@ def solve_target_flops(model: nn.Module, config: PruneConfig, target: float, inp
                 consider(cfg, r)
                 return r
 
-            lo, hi = _false_position(at_t, 0.0, t_max, 1.0, r_hi, target, tol, err, 1e-3 * t_max)
+            lo, hi = false_position(at_t, 0.0, t_max, 1.0, r_hi, target, tol, err, 1e-3 * t_max)
             if best is not None and best[0] > tol / 2 and fine_knob is not None:
                 fine_used = True
                 _fine_adjust(config, direction, use_svd, fine_knob, lo, hi, target, tol, evaluate, consider, err)
@@ -315,7 +315,7 @@ class _Budget(Exception):
     """Internal: the candidate budget is spent."""
 
 
-def _false_position(measure: Callable[[float], float], lo: float, hi: float, r_lo: float, r_hi: float,
+def false_position(measure: Callable[[float], float], lo: float, hi: float, r_lo: float, r_hi: float,
                     target: float, tol: float, err: Callable[[float], float], min_width: float) -> tuple[float, float]:
     """Safeguarded false position on a knob whose measured FLOP ratio falls as it grows.
 
@@ -361,7 +361,7 @@ def _fine_adjust(config, direction, use_svd, knob, t_lo, t_hi, target, tol, eval
             consider(cfg, r)
             return r
 
-        _false_position(at_v, a, b, ra, rb, target, tol, err, 1e-5)
+        false_position(at_v, a, b, ra, rb, target, tol, err, 1e-5)
         return
 
 

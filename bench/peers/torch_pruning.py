@@ -26,26 +26,28 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from accelvit.metrics import count_flops
+from accelvit.prune.flop_target import false_position
 from accelvit.models import spec_of
 
 # ============================================================================ 1-D FLOP search
+class _OutOfBudget(Exception):
+    pass
+
+
 def solve_1d(f: Callable[[float], float], lo: float, hi: float, f_lo: float, f_hi: float, target: float, tol: float,
-             budget: list[int], record: Callable[[float, float], None]) -> None:
-    """Shrink [lo, hi] (f decreasing, f(lo) > target >= f(hi)) by alternating false position and bisection."""
-    step = 0
-    while hi - lo > 1e-3 and budget[0] > 0:
-        w = (f_lo - target) / max(f_lo - f_hi, 1e-12) if step % 2 == 0 else 0.5
-        x = lo + min(0.9, max(0.1, w)) * (hi - lo)
-        step += 1
+             budget: list[int]) -> None:
+    """Shrink [lo, hi] (f decreasing, f(lo) > target >= f(hi)) with accelvit's own safeguarded false
+    position (``accelvit.prune.flop_target.false_position``), at most ``budget[0]`` evaluations."""
+    def counted(x: float) -> float:
+        if budget[0] <= 0:
+            raise _OutOfBudget
         budget[0] -= 1
-        fx = f(x)
-        record(x, fx)
-        if abs(fx / target - 1) <= tol / 2:
-            return
-        if fx > target:
-            lo, f_lo = x, fx
-        else:
-            hi, f_hi = x, fx
+        return f(x)
+
+    try:
+        false_position(counted, lo, hi, f_lo, f_hi, target, tol, lambda r: r / target - 1, 1e-3)
+    except _OutOfBudget:
+        pass
 
 
 # ============================================================================ Torch-Pruning adapter
@@ -201,7 +203,7 @@ def tp_search(base: nn.Module, method: str, target: float, calib: list, grads: d
         f_hi = f_guess
     budget = [budget_evals]
     if abs(f_guess / target - 1) > tol / 2:
-        solve_1d(lambda r: f(r), lo, hi, f_lo, f_hi, target, tol, budget, lambda x, fx: None)
+        solve_1d(lambda r: f(r), lo, hi, f_lo, f_hi, target, tol, budget)
         if abs(best["flops_ratio"] / target - 1) > tol / 2 and mode != "embed":
             # head dims move in steps: freeze the attention ratio, fine-tune the MLP ratio
             r_attn = max((e["ratio_attn"] for e in evals if e["ratio_mlp"] is None and e["flops_ratio"] > target),
@@ -209,7 +211,7 @@ def tp_search(base: nn.Module, method: str, target: float, calib: list, grads: d
             a, b = r_attn, TP_MAX_RATIO
             fa, fb = f(r_attn, a), f(r_attn, b)
             if fb <= target < fa:
-                solve_1d(lambda v: f(r_attn, v), a, b, fa, fb, target, tol, budget, lambda x, fx: None)
+                solve_1d(lambda v: f(r_attn, v), a, b, fa, fb, target, tol, budget)
     err = best["flops_ratio"] / target - 1
     if abs(err) > tol:
         raise TPFailure(f"the ratio search got no closer than {err:+.1%} to the FLOP target")
