@@ -182,3 +182,25 @@ def test_cancelled_before_start_runs_nothing(tmp_path):
     with pytest.raises(Cancelled):
         Experiment(tiny(), on_event=events.append, cancel=token, home=tmp_path).run()
     assert events == []
+
+
+def test_calibration_batches_are_seeded_and_mix_the_classes(tmp_path):
+    """Split indices are sorted and a folder lists images class by class: calibration must shuffle (seeded)."""
+    import numpy as np
+    from PIL import Image
+
+    for c in range(2):
+        d = tmp_path / "imgs" / f"class{c}"
+        d.mkdir(parents=True)
+        for i in range(40):
+            Image.fromarray(np.full((16, 16, 3), 40 + 150 * c, dtype="uint8")).save(d / f"{i}.png")
+    cfg = ExperimentConfig(model="swin_pico", data=DataConfig(dataset="folder", root=str(tmp_path / "imgs"),
+                                                              img_size=16, batch_size=16, val_fraction=0.5,
+                                                              test_fraction=0.1), device="cpu", seed=5)
+    run = Experiment(cfg, stages=("data",), home=tmp_path)
+    run.run()
+    val_labels = [int(v) for _, y in run.data.val for v in y]
+    assert set(val_labels[:16]) == {0}  # in file order the first batch would hold one class
+    first = [next(iter(run.calibration_loader()))[1].tolist() for _ in range(2)]
+    assert first[0] == first[1]  # seeded: the same batch every time
+    assert set(first[0]) == {0, 1}, first[0]  # both classes in the first batch

@@ -337,12 +337,15 @@ class Experiment:
         return self.prune_report
 
     def calibration_loader(self) -> DataLoader:
-        """The batches pruning scores on: the validation split in a fixed order, without augmentation
-        (else the training images, seeded), so a run gives the same selection whether its baseline
-        was just trained or came from the cache."""
+        """The batches pruning scores on: the validation split without augmentation (else the
+        training images), shuffled by a generator seeded with the run's seed. Seeded, so a run
+        gives the same selection whether its baseline was just trained or came from the cache;
+        shuffled, because split indices are sorted and an image folder lists its images class by
+        class (the first batches in file order would hold one or two classes)."""
         seed_everything(self.cfg.seed)
         src = self.data.val if len(self.data.val.dataset) > 0 else self.data.train
-        return DataLoader(src.dataset, batch_size=self.data.train.batch_size, shuffle=False)
+        return DataLoader(src.dataset, batch_size=self.data.train.batch_size, shuffle=True,
+                          generator=torch.Generator().manual_seed(self.cfg.seed))
 
     def stage_pruned(self) -> dict[str, Any]:
         return self.measure_stage("pruned", self.model)
