@@ -89,7 +89,7 @@ def test_accelvit_rows_are_what_accelvit_run_gives(tmp_path, capsys):
 
     work = tmp_path / "work"
     result = pareto.main(["--dataset", "digits", "--model", "swin_pico", "--img-size", "16", "--profile", "smoke",
-                          "--subset", "160", "--eval-subset", "80", "--batch-size", "16", "--methods", "accelvit",
+                          "--subset", "96", "--eval-subset", "48", "--batch-size", "16", "--methods", "accelvit",
                           "--seed", "3", "--work-dir", str(work), "--out-dir", str(tmp_path / "r"), "--no-write"])
     row = next(r for r in result["rows"] if r["method"] == "accelvit")
     assert row["status"] == "ok", row["status"]
