@@ -7,6 +7,8 @@ The small public API (imported lazily so ``import accelvit`` stays cheap)::
     prune(model, PruneConfig(...), calib_loader) -> (model, PruneReport)
     measure(model, input_size=None, device="cpu") -> Measurement
     save(model, path, class_names=None, meta=None) / load(path) -> (model, spec)
+    Experiment(ExperimentConfig(...)).run() -> ExperimentResult   (the whole pipeline, as the
+        dashboard, ``accelvit run`` / ``prune`` and ``bench.pareto`` run it)
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ _EXPORTS = {
     "measure": "accelvit.metrics",
     "save": "accelvit.serialize",
     "load": "accelvit.serialize",
+    "Experiment": "accelvit.experiment",
+    "ExperimentConfig": "accelvit.experiment",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
