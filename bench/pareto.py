@@ -306,10 +306,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     grads = tp_gradients(baseline, calib) if any(TP_MODES.get(m, ("", "", False))[1] == "taylor"
                                                   for m in methods) else None
 
+    def given_baseline(e: Experiment) -> dict[str, Any]:
+        """The baseline stage with the baseline loaded above (the same weights the cache holds)."""
+        e.baseline_info = dict(res0.baseline)
+        e.baseline_model = copy.deepcopy(baseline).to(e.device).eval()
+        return dict(e.baseline_info)
+
     def experiment(cfg: ExperimentConfig, stages: Sequence[str]):
-        """One accelvit run on the data loaded above: the runner of the dashboard and the CLI."""
-        return Experiment(cfg, home=work, stages=stages, overrides={"data": lambda e: e.use_data(bundle)},
-                          measure_cost=_no_cost).run()
+        """One accelvit run on the data and baseline loaded above: the runner of the dashboard and the CLI."""
+        return Experiment(cfg, home=work, stages=stages, measure_cost=_no_cost,
+                          overrides={"data": lambda e: e.use_data(bundle), "baseline": given_baseline}).run()
 
     rows: list[dict[str, Any]] = []
     searches: dict[str, Any] = {}
