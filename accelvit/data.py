@@ -28,7 +28,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, reject_unknown
 from .utils import seed_everything
 
 log = logging.getLogger(__name__)
@@ -117,10 +117,7 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DataConfig":
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"data.{sorted(unknown)[0]}", "unknown field.")
+        reject_unknown(d, cls, "data.")
         d = dict(d)
         for k in ("mean", "std"):
             if d.get(k) is not None:

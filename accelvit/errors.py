@@ -6,6 +6,9 @@ The UI shows ``str(error)`` as it is, so keep messages complete sentences.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any, Mapping
+
 
 class AccelvitError(Exception):
     """Base class of every error accelvit raises on purpose."""
@@ -17,6 +20,18 @@ class ConfigError(AccelvitError, ValueError):
     def __init__(self, field: str, message: str):
         self.field = field
         super().__init__(f"{field}: {message}")
+
+
+def reject_unknown(d: Mapping[str, Any], cls: type, prefix: str = "", what: str = "setting") -> None:
+    """ConfigError naming the first key of ``d`` that is not a field of the dataclass ``cls``.
+
+    ``prefix`` makes the field a dotted path (``data.`` -> ``data.img_sise``); the message lists
+    the settings that exist, so a typo is easy to see.
+    """
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"{prefix}{unknown[0]}", f"unknown {what}; known settings are {sorted(known)}.")
 
 
 class DataError(AccelvitError):

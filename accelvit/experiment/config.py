@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import serialize
 from ..data import DATASETS, DataConfig
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, reject_unknown
 from ..models import SCRATCH_CONFIGS, is_known_model
 from ..prune.config import PruneConfig
 from ..train import TrainConfig
@@ -54,10 +54,7 @@ def _from_fields(cls: type, d: Any, prefix: str) -> Any:
         return d
     if not isinstance(d, dict):
         raise ConfigError(prefix, f"expected a mapping of settings, got {type(d).__name__}.")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ConfigError(f"{prefix}.{unknown[0]}", f"unknown setting; known settings are {sorted(known)}.")
+    reject_unknown(d, cls, f"{prefix}.")
     try:
         return cls(**d)
     except (TypeError, ValueError) as exc:
@@ -204,10 +201,7 @@ class ExperimentConfig:
         """Build from a (JSON) mapping. Unknown keys raise ConfigError naming them. Not validated."""
         if not isinstance(d, dict):
             raise ConfigError("config", f"expected a mapping, got {type(d).__name__}.")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(unknown[0], f"unknown setting; known settings are {sorted(known)}.")
+        reject_unknown(d, cls)
         kw = {k: v for k, v in d.items() if k not in ("data", "train", "finetune", "prune")}
         data = d.get("data")
         if isinstance(data, dict):

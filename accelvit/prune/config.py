@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, reject_unknown
 
 CRITERIA = ("taylor", "l1", "random")
 RANKINGS = ("global", "uniform")
@@ -190,10 +190,7 @@ class PruneConfig:
     def from_dict(cls, d: dict[str, Any]) -> "PruneConfig":
         if not isinstance(d, dict):
             raise ConfigError("prune", f"expected a mapping of prune settings, got {type(d).__name__}.")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(unknown[0], f"unknown prune setting; known settings are {sorted(known)}.")
+        reject_unknown(d, cls, what="prune setting")
         return cls(**d).validate()
 
 
