@@ -10,7 +10,7 @@ from accelvit.cli import main as cli_main
 from accelvit.data import DataConfig
 from accelvit.errors import Cancelled, ConfigError
 from accelvit.experiment import (STAGES, Experiment, ExperimentConfig, Metrics, Progress, StageFinished, StageStarted,
-                               SweepConfig)
+                                 SweepConfig, WarningEvent)
 from accelvit.prune import PruneConfig
 from accelvit.train import TrainConfig
 from accelvit.utils import CancelToken
@@ -127,6 +127,14 @@ def test_headless_experiment_emits_stages_in_order(tmp_path):
     for stage in ("before", "pruned", "after"):
         assert again.metrics[stage]["top1"] == result.metrics[stage]["top1"], stage
         assert again.metrics[stage]["loss"] == pytest.approx(result.metrics[stage]["loss"], rel=1e-6), stage
+
+    # a saved baseline is only called "already pruned" when it is
+    for path, pruned in ((info["path"], False), (str(tmp_path / "out" / "model"), True)):
+        seen = []
+        as_ckpt = ExperimentConfig.from_dict({**tiny().to_dict(), "baseline_checkpoint": path})
+        Experiment(as_ckpt, on_event=seen.append, home=tmp_path, stages=("data", "baseline")).run()
+        warned = any(isinstance(e, WarningEvent) and "already pruned" in e.message for e in seen)
+        assert warned == pruned, path
 
     # `accelvit prune` on that baseline writes the same report format as this dashboard-style run
     ckpt = info["path"]

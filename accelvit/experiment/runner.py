@@ -55,6 +55,7 @@ from ..fileio import to_jsonable
 from ..metrics import measure
 from ..models import build_model, model_spec
 from ..prune import make_iht_hook, prune
+from ..prune.structure import is_pruned
 from ..train import TrainProgress, evaluate, fit
 from ..utils import CancelToken, check_cancel, resolve_device, seed_everything
 from . import baselines
@@ -249,7 +250,7 @@ class Experiment:
             path = Path(cfg.baseline_checkpoint).expanduser()
             model, doc = serialize.load(path, device="cpu")
             self._check_classes(model, f"the baseline checkpoint {path}")
-            if doc.get("structure"):
+            if is_pruned(doc.get("structure")):
                 self.warn(f"The baseline checkpoint {path} is already pruned; pruning it again compounds.")
             self.baseline_info = {"source": "checkpoint", "path": str(path), "baseline_key": cfg.baseline_key()}
         else:

@@ -51,6 +51,11 @@ def describe_structure(model: nn.Module) -> dict[str, Any]:
     return {"version": STRUCTURE_VERSION, "heads": heads, "mlp": mlp, "lowrank": lowrank}
 
 
+def is_pruned(structure: dict[str, Any] | None) -> bool:
+    """Whether a saved structure records any pruning (every saved model has one, empty when unpruned)."""
+    return bool(structure and (structure.get("heads") or structure.get("mlp") or structure.get("lowrank")))
+
+
 def _module(model: nn.Module, name: Any, kind: type | tuple[type, ...], what: str) -> nn.Module:
     if not isinstance(name, str):
         raise CheckpointError(f"The structure names a {what} by {name!r}, which is not a module path.")
