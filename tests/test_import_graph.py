@@ -3,10 +3,12 @@
 Every module is read with ``ast`` (nothing is imported). An edge ``a -> b`` is any import
 statement of ``a`` naming module ``b`` of the package: top-level or inside a function,
 relative imports resolved, and ``from . import x`` counted as an edge to submodule ``x``
-when ``x`` is one. Importing a package means importing its ``__init__``; a package's
+when ``x`` is one and to the package it is read from (Python runs that package's
+``__init__`` first). Importing a package means importing its ``__init__``; a package's
 ``__init__`` importing its own submodules is the normal way up, but a submodule that
-imports its package (``from accelvit.prune import ...`` inside ``accelvit/prune/``) closes
-a circle through that ``__init__`` and is reported like any other cycle.
+imports its package (``from accelvit.prune import ...`` or ``from . import x`` inside
+``accelvit/prune/``) closes a circle through that ``__init__`` and is reported like any
+other cycle.
 """
 
 from __future__ import annotations
@@ -50,13 +52,13 @@ def _resolve(module: str, level: int, target: str | None) -> str:
     return ".".join(base + ([target] if target else []))
 
 
-def _edges(module: str, name: str, reads_names: bool, modules: dict[str, Path]) -> set[str]:
+def _edges(module: str, name: str, modules: dict[str, Path]) -> set[str]:
     """Modules whose import ``module`` waits for when it imports ``name``.
 
     The packages on the way down run their ``__init__`` first, except the ones ``module`` is
-    itself inside (already being imported). ``name`` itself counts when it is a module, and
-    when it is one of ``module``'s own packages only if names are read from it
-    (``from accelvit.prune import PruneConfig``), not for ``from . import submodule``.
+    itself inside (already being imported). ``name`` itself always counts, one of ``module``'s
+    own packages included: ``from accelvit.prune import PruneConfig`` and ``from . import
+    submodule`` both run that package's ``__init__`` first.
     """
     own = _package_of(module)
     own_prefixes = {".".join(own[:i]) for i in range(1, len(own) + 1)}
@@ -67,7 +69,7 @@ def _edges(module: str, name: str, reads_names: bool, modules: dict[str, Path]) 
         node = _node(prefix, modules)
         if node is None or node == module:
             continue
-        if prefix in own_prefixes and (i < len(parts) or not reads_names):
+        if prefix in own_prefixes and i < len(parts):
             continue
         out.add(node)
     return out
@@ -80,16 +82,15 @@ def import_graph() -> dict[str, set[str]]:
     for module, path in modules.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         for node in ast.walk(tree):
-            wanted: list[tuple[str, bool]] = []
+            wanted: list[str] = []
             if isinstance(node, ast.Import):
-                wanted = [(alias.name, True) for alias in node.names]
+                wanted = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
                 base = _resolve(module, node.level, node.module)
-                subs = [f"{base}.{a.name}" for a in node.names if _node(f"{base}.{a.name}", modules)]
-                wanted = [(base, len(subs) < len(node.names))] + [(s, True) for s in subs]
-            for name, reads in wanted:
+                wanted = [base] + [f"{base}.{a.name}" for a in node.names if _node(f"{base}.{a.name}", modules)]
+            for name in wanted:
                 if name == PACKAGE or name.startswith(PACKAGE + "."):
-                    graph[module] |= _edges(module, name, reads, modules)
+                    graph[module] |= _edges(module, name, modules)
     return graph
 
 
@@ -155,6 +156,8 @@ def test_the_graph_sees_imports_inside_functions_and_relative_imports(tmp_path) 
     # edges the package is known to have, one of each way of writing an import
     assert "accelvit.errors" in graph["accelvit.metrics"]                  # from .errors import ...
     assert "accelvit.prune.config" in graph["accelvit.prune.__init__"]    # a package's own submodule
+    # from . import charts: the submodule and the package it is read from
+    assert {"accelvit.ui.charts", "accelvit.ui.__init__"} <= graph["accelvit.ui.live"]
     assert not any(e.startswith("accelvit.prune.") for e in graph["accelvit.errors"])
 
 

@@ -58,7 +58,7 @@ from ..prune import make_iht_hook, prune
 from ..prune.structure import is_pruned
 from ..train import TrainProgress, evaluate, fit
 from ..utils import CancelToken, check_cancel, resolve_device, seed_everything
-from . import baselines
+from .baselines import load_cached, save_cached
 from .config import ExperimentConfig
 from .events import (STAGES, Artifact, ErrorEvent, Event, EventCallback, Metrics, Progress, StageFinished,
                      StageStarted, WarningEvent, describe_error)
@@ -255,14 +255,14 @@ class Experiment:
             self.baseline_info = {"source": "checkpoint", "path": str(path), "baseline_key": cfg.baseline_key()}
         else:
             key = cfg.baseline_key()
-            cached = baselines.load_cached(key, self.home, check=self._check_classes, warn=self.warn)
+            cached = load_cached(key, self.home, check=self._check_classes, warn=self.warn)
             if cached is not None:
                 model, self.baseline_info = cached
             else:
                 model, info = self._train_baseline()
                 meta = {"baseline_key": key, "data": self.data_cfg.to_dict(), "split": self.data.split,
                         "config": self.config.to_dict()}
-                path = baselines.save_cached(model, key, info, class_names=self.data.class_names, meta=meta,
+                path = save_cached(model, key, info, class_names=self.data.class_names, meta=meta,
                                              home=self.home, warn=self.warn)
                 self.baseline_info = {**info, "path": str(path), "baseline_key": key}
         self.emit(Artifact(name="baseline", path=self.baseline_info["path"], type="model", stage="baseline"))

@@ -19,7 +19,8 @@ import torch.nn as nn
 
 from ..errors import ConfigError
 from ..utils import CancelToken, check_cancel
-from . import allocation, importance
+from .allocation import for_heads, for_mlp, keep_top
+from .importance import head_groups, mlp_groups, score
 from .calibration import Calibration, require_loader
 from .config import PruneConfig
 from .heads import head_dim, original_head_index, remove_heads
@@ -126,7 +127,7 @@ def apply_ratios(model: nn.Module, config: PruneConfig, calib_loader: Iterable |
 
 def score_heads(model: nn.Module, config: PruneConfig, calib: Calibration) -> dict[str, torch.Tensor]:
     """``config.head_criterion``'s scores of every Swin attention's heads."""
-    return importance.score(model, importance.head_groups(model), config.head_criterion, calib, config.seed)
+    return score(model, head_groups(model), config.head_criterion, calib, config.seed)
 
 
 def _prune_heads(model: nn.Module, config: PruneConfig, calib: Calibration, report: PruneReport, emit: Emit,
@@ -141,7 +142,7 @@ def _prune_heads(model: nn.Module, config: PruneConfig, calib: Calibration, repo
         check_cancel(cancel, "head importance")
         emit("heads", 0, len(targets), f"scoring heads ({config.head_criterion})")
         scores = score_heads(model, config, calib)
-    keep = allocation.keep_top(scores, allocation.for_heads(config, scores))
+    keep = keep_top(scores, for_heads(config, scores))
     for i, (name, attn) in enumerate(targets, start=1):
         check_cancel(cancel, f"head removal ({name})")
         before_idx = original_head_index(attn)
@@ -166,8 +167,8 @@ def _prune_mlp_width(model: nn.Module, config: PruneConfig, calib: Calibration, 
         raise ConfigError("mlp_ratio", "the model has no MLP whose width could be pruned.")
     check_cancel(cancel, "MLP importance")
     emit("mlp", 0, len(targets), f"scoring MLP units ({config.mlp_criterion})")
-    scores = importance.score(model, importance.mlp_groups(model), config.mlp_criterion, calib, config.seed)
-    keep = allocation.keep_top(scores, allocation.for_mlp(config, scores))
+    scores = score(model, mlp_groups(model), config.mlp_criterion, calib, config.seed)
+    keep = keep_top(scores, for_mlp(config, scores))
     for i, (name, m) in enumerate(targets, start=1):
         check_cancel(cancel, f"MLP pruning ({name})")
         before = hidden_width(m)

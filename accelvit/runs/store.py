@@ -31,7 +31,8 @@ import pandas as pd
 
 from ..fileio import atomic_write_bytes, atomic_write_json, dumps
 from ..paths import artifacts_dir, db_path, home_dir
-from . import queries
+from .queries import (PROGRESS_COLUMNS, STAGE_COLUMNS, artifacts_frame, events_frame, metrics_frame, progress_frame,
+                      runs_frame, stages_frame)
 from .owners import owner_alive
 from .schema import (ACTIVE, CANCELLED, FINISHED, INTERRUPTED, METRIC_COLUMNS, QUEUED, RUNNING, STATUSES, TERMINAL,
                      StoreError, apply_schema, stage_sort_key)
@@ -441,8 +442,8 @@ class RunStore:
         return runs[0] if runs else None
 
     # ------------------------------------------------------------------ DataFrame readers
-    STAGE_COLUMNS = queries.STAGE_COLUMNS
-    PROGRESS_COLUMNS = queries.PROGRESS_COLUMNS
+    STAGE_COLUMNS = STAGE_COLUMNS
+    PROGRESS_COLUMNS = PROGRESS_COLUMNS
 
     def runs_df(self, status: str | Iterable[str] | None = None, sweep_id: str | None = None) -> pd.DataFrame:
         where, params = _run_filter(status, sweep_id)
@@ -452,7 +453,7 @@ class RunStore:
             rows = [dict(r) for r in con.execute(sql, params).fetchall()]
         for r in rows:
             r["config"] = _loads(r["config"], {})
-        return queries.runs_frame(rows)
+        return runs_frame(rows)
 
     def metrics_df(self, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
         ids = list(run_ids) if run_ids is not None else None
@@ -468,7 +469,7 @@ class RunStore:
                     rrows += con.execute(f"{run_sql} WHERE {_in('id', chunk)}", chunk).fetchall()
         runs = {r["id"]: {**dict(r), "config": _loads(r["config"], {})} for r in rrows}
         metric_rows = [{**dict(m), "data": _loads(m["data"], {}) or {}} for m in mrows]
-        return queries.metrics_frame(metric_rows, runs)
+        return metrics_frame(metric_rows, runs)
 
     def events_df(self, run_id: str, kinds: Iterable[str] | None = None, since_id: int = 0) -> pd.DataFrame:
         sql, params = "SELECT id, ts, kind, stage, fraction, message, data FROM events WHERE run_id=? AND id>?", [run_id, since_id]
@@ -480,7 +481,7 @@ class RunStore:
             rows = [dict(r) for r in con.execute(sql + " ORDER BY id", params).fetchall()]
         for r in rows:
             r["data"] = _loads(r["data"])
-        return queries.events_frame(rows)
+        return events_frame(rows)
 
     def stages_df(self, run_id: str) -> pd.DataFrame:
         """One row per stage the run started, in order: ``stage, state`` (``running``/``done``/
@@ -490,13 +491,13 @@ class RunStore:
                                "('stage_started', 'stage_finished') ORDER BY id", (run_id,)).fetchall()
             st = con.execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()
         active = st is not None and st["status"] in ACTIVE
-        return queries.stages_frame([{**dict(r), "data": _loads(r["data"], {}) or {}} for r in rows], active)
+        return stages_frame([{**dict(r), "data": _loads(r["data"], {}) or {}} for r in rows], active)
 
     def progress_df(self, run_id: str) -> pd.DataFrame:
         with self.connect() as con:
             rows = con.execute("SELECT ts, stage, fraction, data FROM events WHERE run_id=? AND kind='progress' "
                                "ORDER BY id", (run_id,)).fetchall()
-        return queries.progress_frame([{**dict(r), "data": _loads(r["data"], {}) or {}} for r in rows])
+        return progress_frame([{**dict(r), "data": _loads(r["data"], {}) or {}} for r in rows])
 
     def artifacts_df(self, run_id: str | None = None) -> pd.DataFrame:
         sql, params = "SELECT run_id, name, kind, path, created_at FROM artifacts", []
@@ -505,4 +506,4 @@ class RunStore:
             params.append(run_id)
         with self.connect() as con:
             rows = [dict(r) for r in con.execute(sql + " ORDER BY created_at", params).fetchall()]
-        return queries.artifacts_frame(rows, self._abs)
+        return artifacts_frame(rows, self._abs)
