@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 from tqdm import tqdm
 
@@ -57,3 +58,40 @@ def tqdm_progress(desc: str) -> Iterator:
     finally:
         if bar is not None:
             bar.close()
+
+
+class RunProgressBar:
+    """One tqdm bar over a whole runner run (percent), fed its events: stage, training numbers, warnings."""
+
+    def __init__(self, enabled: bool, desc: str = ""):
+        self.enabled = enabled
+        self.bar = None
+        self.desc = desc
+
+    def __call__(self, event: Any) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=100, desc=self.desc, unit="%", dynamic_ncols=True, file=sys.stderr,
+                            bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]")
+        kind = getattr(event, "kind", "")
+        overall = getattr(event, "overall", None)
+        if kind in ("stage_started", "progress"):
+            self.bar.set_description_str(f"{self.desc} {event.stage}".strip(), refresh=False)
+        if kind == "progress" and event.loss is not None:
+            self.bar.set_postfix(loss=f"{event.loss:.3f}", acc=f"{event.accuracy:.3f}",
+                                 img_s=f"{event.images_per_s:.0f}", refresh=False)
+        elif kind == "stage_started":
+            self.bar.set_postfix_str("", refresh=False)
+        if kind == "warning":
+            self.bar.write(f"warning: {event.message}")
+        if overall is not None:
+            self.bar.n = round(100 * overall, 1)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

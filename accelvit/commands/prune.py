@@ -24,10 +24,10 @@ import torch
 
 from .. import serialize
 from ..errors import ConfigError
-from ..experiment import Experiment, ExperimentConfig, Progress, default_finetune
+from ..experiment import Experiment, ExperimentConfig, default_finetune
 from ..metrics import param_counts
 from ..prune.config import CRITERIA, IHT_SCOPES, LINEAR_KINDS, RANKINGS, PruneConfig
-from .common import add_data_args, add_runtime_args, data_config_from_args
+from .common import RunProgressBar, add_data_args, add_runtime_args, data_config_from_args
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,8 @@ def experiment_config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     """The experiment ``accelvit prune`` runs: the checkpoint as baseline, the flags as prune/finetune."""
     ckpt = Path(args.checkpoint).expanduser()
     doc = serialize.read_spec(ckpt)
-    img_size = int((doc.get("model") or {}).get("img_size") or 0) or None
+    spec = doc.get("model") or {}
+    img_size = int(spec.get("img_size") or 0) or None
     if args.img_size is not None and img_size is not None and args.img_size != img_size:
         raise ConfigError("img_size", f"the checkpoint was built for {img_size} px inputs, not "
                                       f"{args.img_size}; leave --img-size out.")
@@ -120,7 +121,7 @@ def experiment_config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     data = data_config_from_args(args, img_size or args.img_size or 32)
     finetune = default_finetune(epochs=args.finetune_epochs, lr=args.lr, weight_decay=args.weight_decay,
                                 warmup_frac=args.warmup_frac, label_smoothing=args.label_smoothing)
-    return ExperimentConfig(model=str(doc.get("model", {}).get("name") or "checkpoint"), data=data,
+    return ExperimentConfig(model=str(spec.get("name") or "checkpoint"), data=data,
                             baseline_checkpoint=str(ckpt), finetune=finetune, prune=prune_config_from_args(args),
                             device=args.device, seed=seed, measure_latency=bool(args.latency)).validate()
 
@@ -130,34 +131,6 @@ def _count_only(model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
     return {"params": params, "nonzero_params": nonzero}
 
 
-class _Bars:
-    """One tqdm bar per training stage, fed by the runner's progress events."""
-
-    def __init__(self) -> None:
-        from tqdm import tqdm
-
-        self._tqdm = tqdm
-        self.bar = None
-        self.stage = None
-
-    def __call__(self, event: Any) -> None:
-        if not isinstance(event, Progress) or event.total_steps is None:
-            return
-        if event.stage != self.stage:
-            self.close()
-            self.stage = event.stage
-            self.bar = self._tqdm(total=event.total_steps, desc=event.stage, unit="step", dynamic_ncols=True)
-        self.bar.n = event.global_step or 0
-        self.bar.set_postfix(epoch=f"{event.epoch}/{event.epochs}", loss=f"{event.loss:.3f}",
-                             acc=f"{event.accuracy:.3f}", refresh=False)
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser()
     ckpt = Path(args.checkpoint).expanduser()
@@ -165,12 +138,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("out", f"{out} is the checkpoint folder itself; give another --out so the baseline "
                                  "is not overwritten.")
     cfg = experiment_config_from_args(args)
-    bars = _Bars()
+    bar = RunProgressBar(True, "prune")
     try:
-        result = Experiment(cfg, on_event=bars, artifact_dir=out, model_dir=out,
+        result = Experiment(cfg, on_event=bar, artifact_dir=out, model_dir=out,
                             measure_cost=_count_only if args.no_measure else None).run()
     finally:
-        bars.close()
+        bar.close()
     m = result.metrics
     summary = {"before_top1": m["before"]["top1"], "pruned_top1": m["pruned"]["top1"],
                "after_top1": m["after"]["top1"], "params": [m["before"]["params"], m["after"]["params"]],

@@ -24,6 +24,7 @@ from typing import Any
 from ..data import DATASETS
 from ..errors import ConfigError
 from ..prune.config import CRITERIA
+from .common import RunProgressBar
 
 log = logging.getLogger(__name__)
 
@@ -240,43 +241,6 @@ def _print_run_summary(run: dict[str, Any]) -> None:
         print(f"pruned model: {model}")
 
 
-class _Bar:
-    """One tqdm bar over the whole run (percent), showing the stage and training numbers."""
-
-    def __init__(self, enabled: bool, desc: str = ""):
-        self.enabled = enabled
-        self.bar = None
-        self.desc = desc
-
-    def __call__(self, event: Any) -> None:
-        if not self.enabled:
-            return
-        from tqdm import tqdm
-
-        if self.bar is None:
-            self.bar = tqdm(total=100, desc=self.desc, unit="%", dynamic_ncols=True, file=sys.stderr,
-                            bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]")
-        kind = getattr(event, "kind", "")
-        overall = getattr(event, "overall", None)
-        if kind in ("stage_started", "progress"):
-            self.bar.set_description_str(f"{self.desc} {event.stage}".strip(), refresh=False)
-        if kind == "progress" and event.loss is not None:
-            self.bar.set_postfix(loss=f"{event.loss:.3f}", acc=f"{event.accuracy:.3f}",
-                                 img_s=f"{event.images_per_s:.0f}", refresh=False)
-        elif kind == "stage_started":
-            self.bar.set_postfix_str("", refresh=False)
-        if kind == "warning":
-            self.bar.write(f"warning: {event.message}")
-        if overall is not None:
-            self.bar.n = round(100 * overall, 1)
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
 # ============================================================================ commands
 def cmd_run(args: argparse.Namespace) -> int:
     from ..runs import RUNNING, RunStore, new_owner, release_owner
@@ -288,7 +252,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_id, _ = store.create_run(cfg.to_dict(), name=cfg.display_name(), status=RUNNING,
                                  baseline_key=cfg.baseline_key(), owner=owner)
     print(f"run {run_id} ({store.home})", file=sys.stderr)
-    bar = _Bar(not args.no_progress and sys.stderr.isatty())
+    bar = RunProgressBar(not args.no_progress and sys.stderr.isatty())
     try:
         status = execute(store, run_id, cfg, on_event=bar)
     except KeyboardInterrupt:
@@ -318,7 +282,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(f"{c.display_name()}  (baseline {c.baseline_key()})")
         return 0
     mgr = JobManager(start=False)
-    bar = _Bar(not args.no_progress and sys.stderr.isatty())
+    bar = RunProgressBar(not args.no_progress and sys.stderr.isatty())
     mgr.add_listener(lambda rid, ev: bar(ev))
     ids = mgr.submit_sweep(sweep)
     print(f"sweep of {len(ids)} runs ({mgr.store.home})", file=sys.stderr)
