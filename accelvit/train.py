@@ -24,6 +24,8 @@ from .utils import CancelToken, check_cancel, resolve_device, seed_everything
 log = logging.getLogger(__name__)
 
 SCHEDULES = ("cosine", "constant")
+#: ``loss_fn(logits, labels, images) -> scalar loss`` of :func:`fit`.
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -88,12 +90,16 @@ class TrainHook:
     """Base class of per-step hooks. Override what you need; every method is optional.
 
     ``on_fit_start`` is called once before the first step with the optimizer and the total
-    number of optimizer steps; ``on_after_step`` after every ``optimizer.step()`` with the
-    1-based global step; ``on_fit_end`` once after the last step (also when cancelled).
+    number of optimizer steps; ``on_before_step`` after every ``backward()`` (before clipping
+    and stepping: where masked gradients are zeroed); ``on_after_step`` after every
+    ``optimizer.step()`` with the 1-based global step; ``on_fit_end`` once after the last step (also when cancelled).
     """
 
     def on_fit_start(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, total_steps: int) -> None:
         pass
+
+    def on_before_step(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
+        """After ``backward()``, before gradient clipping and ``optimizer.step()`` (``step`` is 1-based)."""
 
     def on_after_step(self, model: torch.nn.Module, step: int) -> None:
         pass
@@ -177,7 +183,7 @@ def _autocast(device: torch.device, amp: bool):
 def fit(model: torch.nn.Module, train_loader: DataLoader, config: TrainConfig, *,
         val_loader: DataLoader | None = None, hooks: Sequence[TrainHook] = (),
         progress: Callable[[TrainProgress], None] | None = None, cancel: CancelToken | None = None,
-        progress_every: int = 10) -> FitResult:
+        progress_every: int = 10, loss_fn: LossFn | None = None) -> FitResult:
     """Train ``model`` in place. Raises :class:`~accelvit.errors.Cancelled` within one step of a cancel.
 
     The model is left on the configured device. Reproducible on the CPU for a given seed when
@@ -219,9 +225,14 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, config: TrainConfig, *
                 y = y.to(device, non_blocking=True)
                 with _autocast(device, config.amp):
                     logits = model(x)
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+                    if loss_fn is None:
+                        loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+                    else:
+                        loss = loss_fn(logits.float(), y, x)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                for h in hooks:
+                    h.on_before_step(model, optimizer, global_step + 1)
                 if config.grad_clip:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()

@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import serialize
 from ..data import DATASETS, DataConfig
+from ..distill import DistillConfig
 from ..errors import CheckpointError, ConfigError, reject_unknown
 from ..models import SCRATCH_CONFIGS, is_known_model
 from ..prune.config import PruneConfig
@@ -76,6 +77,9 @@ class ExperimentConfig:
             run's baseline) used as the baseline as it is; no baseline training.
         train: how the baseline is trained (``epochs=0`` keeps the initial weights).
         finetune: how the pruned model is finetuned (IHT runs here); also the control's.
+        distill: distillation from the unpruned baseline in every finetune after pruning
+            (``accelvit.distill.DistillConfig``; ``alpha=0`` switches it off). The control
+            (the baseline finetuned alike) distils from the baseline too, so the recipe is shared.
         prune: what to prune (``accelvit.prune.PruneConfig``).
         device: ``auto``, ``cpu``, ``cuda``...; overrides the sub-configs' devices.
         seed: overrides the seeds of data, train, finetune and prune.
@@ -91,6 +95,7 @@ class ExperimentConfig:
     baseline_checkpoint: str | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: TrainConfig = field(default_factory=default_finetune)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     device: str = "auto"
     seed: int = 0
@@ -174,6 +179,12 @@ class ExperimentConfig:
                 dataclasses.replace(sub, device="cpu").validate()
             except ConfigError as exc:
                 raise _prefixed(prefix, exc) from None
+        if not isinstance(self.distill, DistillConfig):
+            raise ConfigError("distill", "must be a DistillConfig (or a mapping in from_dict).")
+        try:
+            self.distill.validate()
+        except ConfigError as exc:
+            raise _prefixed("distill", exc) from None
         if not isinstance(self.prune, PruneConfig):
             raise ConfigError("prune", "must be a PruneConfig (or a mapping in from_dict).")
         try:
@@ -191,7 +202,8 @@ class ExperimentConfig:
         return {
             "name": self.name, "data": e.data.to_dict(), "model": self.model, "pretrained": self.pretrained,
             "weights_path": self.weights_path, "baseline_checkpoint": self.baseline_checkpoint,
-            "train": e.train.to_dict(), "finetune": e.finetune.to_dict(), "prune": e.prune.to_dict(),
+            "train": e.train.to_dict(), "finetune": e.finetune.to_dict(), "distill": self.distill.to_dict(),
+            "prune": e.prune.to_dict(),
             "device": self.device, "seed": self.seed, "measure_latency": self.measure_latency,
             "control": self.control,
         }
@@ -202,7 +214,7 @@ class ExperimentConfig:
         if not isinstance(d, dict):
             raise ConfigError("config", f"expected a mapping, got {type(d).__name__}.")
         reject_unknown(d, cls)
-        kw = {k: v for k, v in d.items() if k not in ("data", "train", "finetune", "prune")}
+        kw = {k: v for k, v in d.items() if k not in ("data", "train", "finetune", "distill", "prune")}
         data = d.get("data")
         if isinstance(data, dict):
             data = dict(data)
@@ -213,6 +225,7 @@ class ExperimentConfig:
         kw["train"] = _from_fields(TrainConfig, d.get("train"), "train")
         kw["finetune"] = _from_fields(TrainConfig, d.get("finetune"), "finetune") if d.get("finetune") is not None \
             else default_finetune()
+        kw["distill"] = _from_fields(DistillConfig, d.get("distill"), "distill")
         kw["prune"] = _from_fields(PruneConfig, d.get("prune"), "prune")
         return cls(**kw)
 

@@ -17,6 +17,7 @@ from ..data import num_classes_of
 from ..metrics import measure
 from ..models import build_model
 from ..prune import make_iht_hook, prune
+from ..prune.config import DATA_CRITERIA
 from .config import ExperimentConfig
 
 ESTIMATE_NOTE = ("Estimated on an untrained copy: the data-free l1 criterion stands in for taylor and plain SVD "
@@ -43,8 +44,8 @@ def estimate_cost(config: ExperimentConfig) -> dict[str, Any]:
     size = (3, config.data.img_size, config.data.img_size)
     before = measure(model, size, latency=False, thop=False, size=False).to_dict()
     data_free = dataclasses.replace(
-        pc, head_criterion="l1" if pc.head_criterion == "taylor" else pc.head_criterion,
-        mlp_criterion="l1" if pc.mlp_criterion == "taylor" else pc.mlp_criterion, activation_aware=False)
+        pc, head_criterion="l1" if pc.head_criterion in DATA_CRITERIA else pc.head_criterion,
+        mlp_criterion="l1" if pc.mlp_criterion in DATA_CRITERIA else pc.mlp_criterion, activation_aware=False)
     pruned, _report = prune(copy.deepcopy(model), data_free, None)
     hook = make_iht_hook(pruned, pc)
     if hook is not None:

@@ -9,10 +9,12 @@ from typing import Any
 
 from ..errors import ConfigError, reject_unknown
 
-CRITERIA = ("taylor", "l1", "random")
+CRITERIA = ("taylor", "taylor_signed", "l1", "random")
+#: The criteria that read calibration data.
+DATA_CRITERIA = ("taylor", "taylor_signed")
 RANKINGS = ("global", "uniform")
 IHT_SCOPES = ("layer", "global")
-TARGET_RULES = ("uniform",)
+TARGET_RULES = ("sensitivity", "uniform")
 #: Names of the linear layers SVD / IHT may touch (the last part of the module path;
 #: ``reduction`` is the patch-merging projection, ``head`` the classifier ``head.fc``).
 LINEAR_KINDS = ("qkv", "proj", "fc1", "fc2", "reduction", "head")
@@ -54,7 +56,11 @@ class PruneConfig:
             (within 1%): ``prune`` searches the head / MLP-width / rank ratios along the
             direction the ratios above give (all zero: heads and MLP width alike), see
             :mod:`accelvit.prune.flop_target`. None: use the ratios as given.
-        target_rule: allocation rule of the FLOP-target search (``uniform``).
+        target_rule: allocation rule of the FLOP-target search: ``sensitivity`` (default: heads
+            and MLP units ranked across all layers by loss score per FLOP they cost) or ``uniform``
+            (the same fractions in every layer).
+        prune_steps: reach the target in this many prune steps, with a short (distilled)
+            recovery finetune between them, inside the finetune's epoch budget (1: one-shot).
     """
 
     head_ratio: float = 0.0
@@ -77,7 +83,8 @@ class PruneConfig:
     calib_batches: int = 8
     seed: int = 0
     target_flops: float | None = None
-    target_rule: str = "uniform"
+    target_rule: str = "sensitivity"
+    prune_steps: int = 1
 
     def __post_init__(self) -> None:
         if isinstance(self.svd_layers, (list, str)):
@@ -141,6 +148,8 @@ class PruneConfig:
                 raise ConfigError("target_flops", "cannot be combined with energy (the search sets the SVD rank "
                                                   "ratio); give rank_ratio, or nothing, as the direction.")
         _choice("target_rule", self.target_rule, TARGET_RULES)
+        if not isinstance(self.prune_steps, int) or isinstance(self.prune_steps, bool) or not 1 <= self.prune_steps <= 20:
+            raise ConfigError("prune_steps", f"must be a whole number in [1, 20], got {self.prune_steps!r}.")
         return self
 
     # ----------------------------------------------------------------- helpers
@@ -167,13 +176,13 @@ class PruneConfig:
     @property
     def criteria_need_calibration(self) -> bool:
         """Whether some criterion reads calibration data once its ratio is above zero."""
-        return self.head_criterion == "taylor" or self.mlp_criterion == "taylor" or self.activation_aware
+        return (self.head_criterion in DATA_CRITERIA or self.mlp_criterion in DATA_CRITERIA or self.activation_aware)
 
     @property
     def ratios_need_calibration(self) -> bool:
         """Whether pruning by the ratios as given (``target_flops`` aside) reads calibration data."""
-        return ((self.prunes_heads and self.head_criterion == "taylor")
-                or (self.mlp_ratio > 0 and self.mlp_criterion == "taylor")
+        return ((self.prunes_heads and self.head_criterion in DATA_CRITERIA)
+                or (self.mlp_ratio > 0 and self.mlp_criterion in DATA_CRITERIA)
                 or (self.svd_enabled and self.activation_aware))
 
     def is_noop(self) -> bool:
