@@ -47,7 +47,8 @@ class PruneConfig:
         sparsity: final fraction of zero weights reached by IHT during finetuning, in [0, 1).
         iht_interval: optimizer steps between mask recomputations.
         iht_ramp_frac: fraction of the finetune steps over which the density ramps (cubic)
-            from 1 to ``1 - sparsity``; masks are frozen afterwards.
+            from 1 to ``1 - sparsity``; masks are frozen afterwards, and the remaining steps
+            (half of them by default) finetune the final sparse weights.
         iht_scope: ``layer`` (every layer reaches the target) or ``global`` (one threshold).
         iht_layers: linear kinds IHT sparsifies (both factors of low-rank layers included).
         calib_batches: calibration batches used by ``taylor`` and activation-aware SVD.
@@ -77,7 +78,7 @@ class PruneConfig:
     svd_layers: tuple[str, ...] = DEFAULT_LINEARS
     sparsity: float = 0.0
     iht_interval: int = 16
-    iht_ramp_frac: float = 0.7
+    iht_ramp_frac: float = 0.5
     iht_scope: str = "layer"
     iht_layers: tuple[str, ...] = DEFAULT_LINEARS
     calib_batches: int = 8
