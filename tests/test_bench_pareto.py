@@ -105,3 +105,50 @@ def test_accelvit_rows_are_what_accelvit_run_gives(tmp_path, capsys):
     assert run["stages"]["after"]["top1"] == row["top1"]
     assert run["stages"]["pruned"]["top1"] == row["top1_pruned"]
     assert run["stages"]["after"]["dense_flops"] == row["dense_flops"]
+
+
+def _set_fused(model, fused: bool) -> None:
+    for m in model.modules():
+        if hasattr(m, "fused_attn"):
+            m.fused_attn = fused
+
+
+@pytest.mark.parametrize("importance", ["magnitude", "taylor"])
+def test_tp_pruned_swin_fused_and_plain_attention_agree(importance, monkeypatch):
+    """After Torch-Pruning removes head dims, attn.scale is the pruned head dim's d ** -0.5, the
+    fused (SDPA) path gives what the plain path gives, and the plain path's logits are those of
+    TP's model before the scale fold (the kept dims' q.k / sqrt(d0), as in the unpruned model)."""
+    pytest.importorskip("torch_pruning")
+    import torch
+    from timm.models.swin_transformer import WindowAttention
+
+    from accelvit.models import build_model
+    from bench.peers import torch_pruning as tpa
+
+    torch.manual_seed(0)
+    size = (3, 16, 16)
+    base = build_model("swin_pico", 3, img_size=16).eval()
+    x = torch.randn(4, *size)
+    grads = tpa.tp_gradients(base, [(x, torch.tensor([0, 1, 2, 0]))]) if importance == "taylor" else None
+    model = tpa.tp_prune(base, "head_dim", importance, 0.5, None, grads, False, size)
+    attns = [m for m in model.modules() if isinstance(m, WindowAttention)]
+    dims = [a.qkv.out_features // (3 * a.num_heads) for a in attns]
+    base_dims = [a.qkv.out_features // (3 * a.num_heads) for a in base.modules() if isinstance(a, WindowAttention)]
+    assert all(d < d0 for d, d0 in zip(dims, base_dims)), (dims, base_dims)  # head dims were pruned
+    for a, d in zip(attns, dims):
+        assert a.scale == pytest.approx(d ** -0.5)
+    with torch.no_grad():
+        _set_fused(model, False)
+        plain = model(x)
+        _set_fused(model, True)
+        fused = model(x)
+    assert torch.allclose(plain, fused, atol=1e-5, rtol=1e-4), (plain - fused).abs().max()
+
+    # the fold changes nothing on the plain path: TP's own model (original scale) gives the same logits
+    monkeypatch.setattr(tpa, "_fold_attention_scale", lambda attns: None)
+    unfolded = tpa.tp_prune(base, "head_dim", importance, 0.5, None, grads, False, size)
+    assert [a.scale for a in unfolded.modules() if isinstance(a, WindowAttention)] == pytest.approx(
+        [d0 ** -0.5 for d0 in base_dims])
+    with torch.no_grad():
+        _set_fused(unfolded, False)
+        assert torch.allclose(unfolded(x), plain, atol=1e-5, rtol=1e-4)

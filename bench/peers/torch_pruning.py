@@ -3,11 +3,15 @@
 Torch-Pruning adapter notes (what a correct forward of a TP-pruned timm Swin needs):
 TP traces the ``relative_position_bias_table`` (one column per head) as an "unwrapped
 parameter" coupled to the qkv channels, and then rejects every qkv group (nothing in attention
-gets pruned); the tables are therefore passed in ``ignored_layers``. After head-dim pruning
-nothing else needs patching: timm's ``WindowAttention`` infers the head dim from ``qkv``
-(``reshape(..., num_heads, -1)``), ``num_heads`` is unchanged, and ``scale`` stays
-1/sqrt(original head dim), which keeps the kept dims' logits as they were (timm's default,
-non-fused path). The adapter checks that TP kept the same dims in q and k of every head.
+gets pruned); the tables are therefore passed in ``ignored_layers``. timm's ``WindowAttention``
+infers the head dim from ``qkv`` (``reshape(..., num_heads, -1)``) and ``num_heads`` is
+unchanged, but TP leaves ``attn.scale`` at 1/sqrt(original head dim ``d0``) while the fused path
+(``attn.fused_attn``, ``F.scaled_dot_product_attention`` with its default scale) divides by
+sqrt(``q.size(-1)``), the *pruned* head dim ``d``: the two paths disagreed after TP. The adapter
+therefore folds ``sqrt(d / d0)`` into the q rows of ``qkv`` (weight and bias) and sets
+``attn.scale = d ** -0.5`` (``_fold_attention_scale``): both paths then compute
+``q_kept . k_kept / sqrt(d0)``, the kept dims' logits of the unpruned model, as the non-fused
+path did before. The adapter checks that TP kept the same dims in q and k of every head.
 
 The ratio search uses accelvit's own safeguarded 1-D solver (``accelvit.prune``), the same
 one accelvit's FLOP-target search runs, so both sides are held to the same tolerance.
@@ -147,7 +151,23 @@ def tp_prune(base: nn.Module, mode: str, importance: str, ratio: float, mlp_rati
         for a in attns:
             if not _qk_aligned(old_qkv[id(a)], a.qkv.weight.detach(), a.num_heads):
                 raise TPFailure("Torch-Pruning kept different dims in q and k of one head")
+    _fold_attention_scale(attns)
     return model
+
+
+def _fold_attention_scale(attns: list) -> None:
+    """Make ``attn.scale`` the pruned head dim's ``d ** -0.5`` (what the fused SDPA path uses) and
+    keep every logit as it was: the q rows of ``qkv`` absorb ``old_scale * sqrt(d)`` (= sqrt(d / d0))."""
+    for a in attns:
+        d = a.qkv.out_features // (3 * a.num_heads)
+        factor = float(a.scale) * d ** 0.5
+        if abs(factor - 1.0) > 1e-12:
+            n = a.num_heads * d  # q occupies the first num_heads * d rows: (3, heads, d) order
+            with torch.no_grad():
+                a.qkv.weight[:n].mul_(factor)
+                if a.qkv.bias is not None:
+                    a.qkv.bias[:n].mul_(factor)
+        a.scale = d ** -0.5
 
 
 def _qk_aligned(old: torch.Tensor, new: torch.Tensor, heads: int) -> bool:
