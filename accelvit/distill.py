@@ -70,9 +70,7 @@ class DistillLoss:
     """``fit``'s ``loss_fn``: the teacher's logits on the same images, mixed with the labels by ``kd_loss``."""
 
     def __init__(self, teacher: nn.Module, config: DistillConfig, label_smoothing: float = 0.0):
-        self.teacher: nn.Module | None = teacher.eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
+        self.teacher: nn.Module | None = teacher.eval()  # no gradient reaches it: it runs in inference mode
         self.config = config.validate()
         self.label_smoothing = float(label_smoothing)
 

@@ -25,3 +25,33 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(prev)
+
+
+@pytest.fixture(scope="session")
+def digits_baseline(tmp_path_factory):
+    """A swin_micro trained on the embedded digits (16 px, 8 epochs, ~30 s on one thread), shared by
+    every test that needs a trained model: ``(model, data, test top-1, checkpoint folder)``.
+
+    Do not modify ``model``: reload a copy from the checkpoint (``accelvit.serialize.load``) or
+    ``copy.deepcopy`` it. Runs at 16 px (digits are 8x8 images, so nothing is lost) without
+    augmentation or drop-path so that it trains in 8 epochs.
+    """
+    from accelvit.data import DataConfig, load_data
+    from accelvit.models import build_model
+    from accelvit.serialize import save
+    from accelvit.train import TrainConfig, evaluate, fit
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = DataConfig(dataset="digits", img_size=16, batch_size=64, seed=0, augment=False)
+        data = load_data(cfg)
+        torch.manual_seed(0)
+        model = build_model("swin_micro", data.num_classes, img_size=16, drop_path_rate=0.0)
+        fit(model, data.train, TrainConfig(epochs=8, lr=3e-3, device="cpu", seed=0))
+        top1 = evaluate(model, data.test, device="cpu").top1
+        ckpt = save(model, tmp_path_factory.mktemp("baseline"), class_names=data.class_names,
+                    meta={"data": cfg.to_dict()})
+    finally:
+        torch.set_num_threads(n)
+    return model, data, top1, ckpt

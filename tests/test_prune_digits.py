@@ -14,29 +14,16 @@ import pytest
 import torch
 
 from accelvit.cli import main as cli_main
-from accelvit.data import DataConfig, load_data
-from accelvit.models import build_model
 from accelvit.prune import LowRankLinear, PruneConfig, count_nonzero, count_params, make_iht_hook, prune
 from accelvit.prune.units import window_attentions
-from accelvit.serialize import load, save
+from accelvit.serialize import load
 from accelvit.train import TrainConfig, evaluate, fit
 
 
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory):
-    # module-scoped, so the per-test one_thread fixture (conftest) does not cover it
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    cfg = DataConfig(dataset="digits", img_size=16, batch_size=64, seed=0, augment=False)
-    data = load_data(cfg)
-    torch.manual_seed(0)
-    model = build_model("swin_micro", data.num_classes, img_size=16, drop_path_rate=0.0)
-    fit(model, data.train, TrainConfig(epochs=8, lr=3e-3, device="cpu", seed=0))
-    top1 = evaluate(model, data.test, device="cpu").top1
-    ckpt = save(model, tmp_path_factory.mktemp("baseline"), class_names=data.class_names,
-                meta={"data": cfg.to_dict()})
-    yield model, data, top1, ckpt
-    torch.set_num_threads(n)
+@pytest.fixture
+def baseline(digits_baseline):
+    """The trained digits swin_micro shared by the suite (conftest); tests reload it from its checkpoint."""
+    return digits_baseline
 
 
 def test_prune_and_finetune_recovers_within_3_points(baseline) -> None:

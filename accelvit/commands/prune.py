@@ -26,7 +26,8 @@ from .. import serialize
 from ..errors import ConfigError
 from ..experiment import Experiment, ExperimentConfig, default_finetune
 from ..metrics import param_counts
-from ..prune.config import CRITERIA, IHT_SCOPES, LINEAR_KINDS, RANKINGS, PruneConfig
+from ..distill import DistillConfig
+from ..prune.config import CRITERIA, IHT_SCOPES, LINEAR_KINDS, RANKINGS, TARGET_RULES, PruneConfig
 from .common import RunProgressBar, add_data_args, add_runtime_args, data_config_from_args
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--target-flops", type=float, default=None,
                    help="reach this fraction of the dense FLOPs (e.g. 0.5) by searching the head / MLP / rank "
                         "ratios; the ratios given set the direction of the search")
+    g.add_argument("--target-rule", choices=TARGET_RULES, default=PruneConfig.target_rule,
+                   help="how --target-flops allocates: sensitivity (units ranked by loss score per FLOP across "
+                        "layers) or uniform (the same fractions in every layer)")
+    g.add_argument("--prune-steps", type=int, default=PruneConfig.prune_steps,
+                   help="reach --target-flops in this many steps with a short distilled recovery between them")
     g = p.add_argument_group("low rank (SVD)")
     g.add_argument("--rank-ratio", type=float, default=None, help="fraction of each layer's weights kept by SVD")
     g.add_argument("--energy", type=float, default=None, help="alternative: fraction of squared singular values kept")
@@ -73,7 +79,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("sparsity (IHT during finetuning)")
     g.add_argument("--sparsity", type=float, default=0.0, help="final fraction of zero weights")
     g.add_argument("--iht-interval", type=int, default=16, help="steps between mask updates")
-    g.add_argument("--iht-ramp-frac", type=float, default=0.7, help="fraction of steps of the cubic ramp")
+    g.add_argument("--iht-ramp-frac", type=float, default=PruneConfig.iht_ramp_frac,
+                   help="fraction of steps of the cubic ramp")
     g.add_argument("--iht-scope", choices=IHT_SCOPES, default="layer")
     g.add_argument("--iht-layers", type=_kinds, default=("qkv", "proj", "fc1", "fc2"))
     g.add_argument("--calib-batches", type=int, default=8, help="calibration batches (taylor, activation-aware)")
@@ -84,6 +91,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--weight-decay", type=float, default=ft.weight_decay)
     g.add_argument("--warmup-frac", type=float, default=ft.warmup_frac)
     g.add_argument("--label-smoothing", type=float, default=ft.label_smoothing)
+    g.add_argument("--kd-alpha", type=float, default=DistillConfig.alpha,
+                   help="weight of distillation from the unpruned model in the finetune (0: off)")
+    g.add_argument("--kd-temperature", type=float, default=DistillConfig.temperature,
+                   help="softmax temperature of the distillation")
     g = p.add_argument_group("measurement")
     g.add_argument("--no-measure", action="store_true",
                    help="skip accelvit.metrics (FLOPs, sizes); count parameters and nonzeros only")
@@ -100,7 +111,8 @@ def prune_config_from_args(args: argparse.Namespace) -> PruneConfig:
         activation_aware=args.activation_aware, svd_damping=args.svd_damping, svd_layers=tuple(args.svd_layers),
         sparsity=args.sparsity, iht_interval=args.iht_interval, iht_ramp_frac=args.iht_ramp_frac,
         iht_scope=args.iht_scope, iht_layers=tuple(args.iht_layers), calib_batches=args.calib_batches,
-        seed=args.seed, target_flops=args.target_flops).validate()
+        seed=args.seed, target_flops=args.target_flops, target_rule=args.target_rule,
+        prune_steps=args.prune_steps).validate()
 
 
 def experiment_config_from_args(args: argparse.Namespace) -> ExperimentConfig:
@@ -123,6 +135,7 @@ def experiment_config_from_args(args: argparse.Namespace) -> ExperimentConfig:
                                 warmup_frac=args.warmup_frac, label_smoothing=args.label_smoothing)
     return ExperimentConfig(model=str(spec.get("name") or "checkpoint"), data=data,
                             baseline_checkpoint=str(ckpt), finetune=finetune, prune=prune_config_from_args(args),
+                            distill=DistillConfig(alpha=args.kd_alpha, temperature=args.kd_temperature),
                             device=args.device, seed=seed, measure_latency=bool(args.latency)).validate()
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..data import DATASETS
 from ..errors import ConfigError
-from ..prune.config import CRITERIA
+from ..prune.config import CRITERIA, TARGET_RULES
 from .common import RunProgressBar
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,14 @@ def _register_run(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--target-flops", type=float, default=None,
                    help="reach this fraction of the dense FLOPs (e.g. 0.5) by searching the ratios; ratios "
                         "given set the direction of the search")
+    g.add_argument("--target-rule", choices=TARGET_RULES, default=None,
+                   help="allocation of --target-flops: sensitivity (default: loss score per FLOP across layers) "
+                        "or uniform")
+    g.add_argument("--prune-steps", type=int, default=None,
+                   help="reach --target-flops in this many steps, with distilled recovery between them (default 1)")
+    g.add_argument("--kd-alpha", type=float, default=None,
+                   help="weight of distillation from the unpruned baseline in the finetune (default 0.7; 0: off)")
+    g.add_argument("--kd-temperature", type=float, default=None, help="distillation temperature (default 2)")
     g.add_argument("--finetune-epochs", type=int, default=None, help="finetune epochs after pruning (default 3)")
     g.add_argument("--finetune-lr", type=float, default=None, help="finetune peak learning rate")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -163,7 +171,9 @@ def config_from_args(args: argparse.Namespace):
         "train.lr": args.lr, "prune.head_ratio": args.head_ratio, "prune.head_criterion": args.head_criterion,
         "prune.mlp_ratio": args.mlp_ratio, "prune.mlp_criterion": args.mlp_criterion, "prune.rank_ratio": args.rank_ratio, "prune.energy": args.energy,
         "prune.activation_aware": args.activation_aware, "prune.sparsity": args.sparsity,
-        "prune.target_flops": args.target_flops,
+        "prune.target_flops": args.target_flops, "prune.target_rule": args.target_rule,
+        "prune.prune_steps": args.prune_steps, "distill.alpha": args.kd_alpha,
+        "distill.temperature": args.kd_temperature,
         "finetune.epochs": args.finetune_epochs, "finetune.lr": args.finetune_lr, "device": args.device,
         "seed": args.seed, "measure_latency": (False if args.no_latency else None), "control": args.control,
         "name": args.name,

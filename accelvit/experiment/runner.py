@@ -50,9 +50,10 @@ from torch.utils.data import DataLoader
 
 from .. import serialize
 from ..data import load_data
+from ..distill import DistillLoss
 from ..errors import Cancelled, ConfigError, ModelError
 from ..fileio import to_jsonable
-from ..metrics import measure
+from ..metrics import count_flops, measure
 from ..models import build_model, model_spec
 from ..prune import make_iht_hook, prune
 from ..prune.structure import is_pruned
@@ -125,6 +126,9 @@ class Experiment:
         self.data_cfg = None
         self.baseline_model: torch.nn.Module | None = None
         self.model: torch.nn.Module | None = None
+        #: The distillation teacher (the unpruned baseline) while a finetune after pruning needs it.
+        self.teacher: torch.nn.Module | None = None
+        self._recovery_steps = 0
         self._stage: str | None = None
         self._weights = self._stage_weights()
         self._done_weight = 0.0
@@ -326,16 +330,80 @@ class Experiment:
 
     # ------------------------------------------------------------------ prune + finetune
     def stage_prune(self) -> dict[str, Any]:
-        # the control stage (or a caller) needs the baseline again: prune a copy; otherwise in place
+        # the control stage (or a caller) needs the baseline again: prune a copy; otherwise in place.
+        # The distillation teacher is the unpruned baseline: kept (a copy when pruning in place)
+        # until the finetune is over.
         if "control" in self.stages:
             model = copy.deepcopy(self.baseline_model)
+            self.teacher = self.baseline_model if self.distills else None
         else:
+            self.teacher = copy.deepcopy(self.baseline_model).eval() if self.distills else None
             model, self.baseline_model = self.baseline_model, None
-        model, report = prune(model, self.cfg.prune, self.calibration_loader(),
-                              progress=self.generic_progress("prune"), cancel=self.cancel)
+        pc = self.cfg.prune
+        if pc.prune_steps > 1 and pc.target_flops is not None:
+            model, self.prune_report = self._prune_gradually(model)
+        else:
+            model, report = prune(model, pc, self.calibration_loader(),
+                                  progress=self.generic_progress("prune"), cancel=self.cancel)
+            self.prune_report = report.to_dict() if hasattr(report, "to_dict") else dict(report or {})
         self.model = model.to(self.device).eval()
-        self.prune_report = report.to_dict() if hasattr(report, "to_dict") else dict(report or {})
         return self.prune_report
+
+    @property
+    def distills(self) -> bool:
+        """Whether finetunes after pruning distil from the unpruned baseline."""
+        return self.cfg.distill.enabled and (self.cfg.finetune.epochs > 0 or self.cfg.prune.prune_steps > 1)
+
+    def _prune_gradually(self, model: torch.nn.Module) -> tuple[torch.nn.Module, dict[str, Any]]:
+        """``prune_steps`` prunes toward ``target_flops`` (FLOP fractions ``1 - (1 - target) i / k`` of
+        the baseline), each but the last followed by a recovery finetune of ``1 / k`` of the
+        finetune's steps (distilled); the finetune stage spends the rest."""
+        pc, ft = self.cfg.prune, self.cfg.finetune
+        k = pc.prune_steps
+        base_flops = count_flops(model, tuple(self.data.input_size)).total
+        total_steps = len(self.data.train) * ft.epochs
+        per_step = total_steps // k
+        steps: list[dict[str, Any]] = []
+        first: dict[str, Any] | None = None
+        report: dict[str, Any] = {}
+        for i in range(1, k + 1):
+            check_cancel(self.cancel, f"prune step {i} of {k}")
+            goal = 1 - (1 - pc.target_flops) * i / k
+            now = count_flops(model, tuple(self.data.input_size)).total / base_flops
+            cfg_i = dataclasses.replace(pc, target_flops=min(goal / now, 0.999), prune_steps=1)
+            model, rep = prune(model, cfg_i, self.calibration_loader(), progress=self.generic_progress("prune"),
+                               cancel=self.cancel)
+            report = rep.to_dict() if hasattr(rep, "to_dict") else dict(rep or {})
+            first = first or report
+            entry = {"step": i, "goal_of_baseline_flops": goal,
+                     "achieved_of_baseline_flops": count_flops(model, tuple(self.data.input_size)).total / base_flops,
+                     "params_after": report.get("params_after")}
+            if i < k and per_step > 0:
+                model.to(self.device)
+                rec = dataclasses.replace(ft, max_steps=per_step, seed=ft.seed + i)
+                res = fit(model, self.data.train, rec, hooks=[], progress=self.fit_progress("prune"),
+                          cancel=self.cancel, progress_every=_progress_every(self.data.train),
+                          loss_fn=self.loss_fn(rec))
+                entry.update(recovery_steps=res.steps, recovery_seconds=res.train_seconds)
+                self._recovery_steps += res.steps
+            for layer in report.get("layers", []):
+                layer["step"] = i
+            steps.append(entry)
+        assert first is not None
+        merged = dict(report)
+        for key in ("params_before", "nonzero_before", "heads_before", "mlp_hidden_before"):
+            merged[key] = first.get(key)
+        if merged.get("params_before"):
+            merged["param_reduction"] = 1 - merged["params_after"] / merged["params_before"]
+        merged["steps"] = steps
+        merged["config"] = {**report.get("config", {}), "target_flops": pc.target_flops, "prune_steps": k}
+        return model, merged
+
+    def loss_fn(self, train_cfg) -> Any:
+        """The finetune loss: distillation from :attr:`teacher` when on, else None (fit's cross-entropy)."""
+        if self.teacher is None or not self.cfg.distill.enabled:
+            return None
+        return DistillLoss(self.teacher, self.cfg.distill, label_smoothing=train_cfg.label_smoothing)
 
     def calibration_loader(self) -> DataLoader:
         """The batches pruning scores on: the validation split without augmentation (else the
@@ -352,15 +420,22 @@ class Experiment:
         return self.measure_stage("pruned", self.model)
 
     def finetune(self, model: torch.nn.Module, stage: str, hooks: list) -> dict[str, Any]:
+        """Finetune ``model`` with the config's recipe, distilled from :attr:`teacher` when it is set
+        and ``distill.alpha > 0``; the steps gradual pruning already spent are taken off."""
         ft = self.cfg.finetune
         if ft.epochs == 0:
             return {"skipped": True, "reason": "finetune.epochs is 0"}
+        if stage == "finetune" and self._recovery_steps:
+            budget = len(self.data.train) * ft.epochs - self._recovery_steps
+            ft = dataclasses.replace(ft, max_steps=max(1, budget))
+        loss_fn = self.loss_fn(ft)
         res = fit(model, self.data.train, ft, val_loader=self.val_loader, hooks=hooks,
                   progress=self.fit_progress(stage), cancel=self.cancel,
-                  progress_every=_progress_every(self.data.train))
+                  progress_every=_progress_every(self.data.train), loss_fn=loss_fn)
         model.eval()
         return {"epochs": res.epochs, "steps": res.steps, "train_seconds": res.train_seconds,
-                "train_images_per_s": res.images_per_s, "history": res.history}
+                "train_images_per_s": res.images_per_s, "history": res.history,
+                "distill": self.cfg.distill.to_dict() if loss_fn is not None else None}
 
     def stage_finetune(self) -> dict[str, Any]:
         pc = self.cfg.prune
@@ -369,7 +444,11 @@ class Experiment:
             self.warn(f"sparsity {pc.sparsity} is reached by IHT during finetuning, but finetune.epochs is 0; "
                       "it is applied one-shot by magnitude.")
             hook.finalize(self.model)
-        info = self.finetune(self.model, "finetune", [hook] if hook is not None else [])
+        try:
+            info = self.finetune(self.model, "finetune", [hook] if hook is not None else [])
+        finally:
+            if "control" not in self.stages:
+                self.teacher = None  # the copy kept for distillation is not needed any more
         info["iht"] = hook is not None
         if hook is not None:
             info["iht_state"] = hook.state()
@@ -380,7 +459,10 @@ class Experiment:
 
     def stage_control(self) -> dict[str, Any]:
         model = copy.deepcopy(self.baseline_model)
+        if self.distills:  # the same recipe as the pruned model's: distilled from the baseline
+            self.teacher = self.baseline_model
         info = self.finetune(model, "control", [])
+        self.teacher = None
         info.update(self.measure_stage("control", model))
         del model
         return info

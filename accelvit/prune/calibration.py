@@ -59,18 +59,26 @@ def fixed_calibration(loader: Iterable | None, batches: int) -> Batches | None:
 
 
 def gated_gradient_scores(model: nn.Module, gates: dict[str, tuple[nn.Module, int, int]],
-                          calib: Calibration, what: str) -> dict[str, torch.Tensor]:
+                          calib: Calibration, what: str, signed_sum: bool = False) -> dict[str, torch.Tensor]:
     """Taylor importance of units gated at the input of modules.
 
     ``gates`` maps a key to ``(module, units, repeat)``: the input of ``module`` (last dim
     ``units * repeat``, unit-major) is multiplied by a gate of ones, one value per unit. The
-    score of a unit is ``|sum over calibration batches of dL/d gate|`` in eval mode.
+    score of a unit is ``sum over calibration batches of |dL/d gate|`` in eval mode, the gate
+    gradients zeroed between batches: the first-order estimate of the loss change when the unit
+    is removed, in the same units (loss) for heads and MLP units, so scores compare across
+    layers and kinds.
+
+    ``signed_sum=True`` is the old score, ``|sum over batches of dL/d gate|``, kept only as the
+    ablation ``taylor_signed``: near a trained minimum the signed gradients of different batches
+    cancel, so more calibration data makes that score worse.
     """
     params = list(model.parameters())
     flags = [p.requires_grad for p in params]
     was_training = model.training
     dev = calib.device
     gate_t = {k: torch.ones(units, device=dev, requires_grad=True) for k, (_, units, _) in gates.items()}
+    total = {k: torch.zeros(units, device=dev, dtype=torch.float64) for k, (_, units, _) in gates.items()}
     handles = []
     try:
         for p in params:
@@ -82,14 +90,18 @@ def gated_gradient_scores(model: nn.Module, gates: dict[str, tuple[nn.Module, in
             for x, y in calib.iter_batches(what):
                 loss = F.cross_entropy(model(x).float(), y)
                 loss.backward()
+                for k, g in gate_t.items():
+                    if g.grad is not None:
+                        grad = g.grad.detach().double()
+                        total[k] += grad if signed_sum else grad.abs()
+                        g.grad = None
     finally:
         for h in handles:
             h.remove()
         for p, f in zip(params, flags):
             p.requires_grad_(f)
         model.train(was_training)
-    return {k: (g.grad.detach().abs() if g.grad is not None else torch.zeros_like(g.detach()))
-            for k, g in gate_t.items()}
+    return {k: (t.abs() if signed_sum else t).float() for k, t in total.items()}
 
 
 def gate_hook(gate: torch.Tensor, repeat: int):

@@ -27,8 +27,9 @@ class PruneConfig:
 
     Args:
         head_ratio: fraction of all attention heads to remove, in [0, 1).
-        head_criterion: head importance: ``taylor`` (|sum of dL/d gate| over calibration
-            batches), ``l1`` (weight magnitude, data-free) or ``random`` (control).
+        head_criterion: head importance: ``taylor`` (sum over calibration batches of
+            |dL/d gate|), ``taylor_signed`` (the old |sum of dL/d gate|, an ablation), ``l1``
+            (weight magnitude, data-free) or ``random`` (control).
         head_ranking: ``global`` (scores normalised per layer, ranked across the model or,
             with ``stage_head_ratios``, across each stage) or ``uniform`` (the same fraction
             from every layer). No layer ever loses its last head.

@@ -72,12 +72,14 @@ from ..utils import CancelToken, check_cancel
 from .calibration import Batches, Calibration, fixed_calibration
 from .config import PruneConfig
 from .lowrank import choose_rank
+from .importance import head_groups, mlp_groups, score
 from .pruner import PruneProgress, PruneReport, apply_ratios, score_heads
+from .sensitivity import Allocation, SensitivityRanking, unit_costs
 from .units import linear_layers, model_device, set_submodule
 
 log = logging.getLogger(__name__)
 
-RULES = ("uniform",)
+RULES = ("sensitivity", "uniform")
 #: Largest value the search gives each knob (head/MLP fraction removed, SVD compression).
 KNOB_CAP = 0.95
 FLOP_COUNTER = "accelvit.metrics.count_flops (torch.utils.flop_counter.FlopCounterMode, batch 1)"
@@ -116,10 +118,11 @@ def _knobs_at(direction: dict[str, float], t: float) -> dict[str, float]:
 
 
 def solve_target_flops(model: nn.Module, config: PruneConfig, target: float, input_size: Any = None,
-                       calib_loader: Iterable | None = None, rule: str = "uniform", tol: float = 0.01,
+                       calib_loader: Iterable | None = None, rule: str | None = None, tol: float = 0.01,
                        max_evals: int = 64, strict: bool = True,
                        progress: Callable[[PruneProgress], None] | None = None,
-                       cancel: CancelToken | None = None, _shortcut: bool = True) -> tuple[PruneConfig, dict[str, Any]]:
+                       cancel: CancelToken | None = None, _shortcut: bool = True,
+                       _keep_ranking: bool = False) -> tuple[PruneConfig, dict[str, Any]]:
     """Find the ratios that bring ``model``'s dense FLOPs to ``target`` of what they are now.
 
     Args:
@@ -131,7 +134,7 @@ def solve_target_flops(model: nn.Module, config: PruneConfig, target: float, inp
         input_size: ``(C, H, W)``; default from ``model.accelvit_spec``.
         calib_loader: ``(images, labels)`` batches for ``taylor`` / activation-aware SVD; the
             first ``config.calib_batches`` are materialised once and reused for every candidate.
-        rule: allocation rule; ``RULES`` lists them.
+        rule: allocation rule (default: ``config.target_rule``); ``RULES`` lists them.
         tol: accepted relative error of the FLOPs (0.01: within 1% of ``target * baseline``).
         max_evals: at most this many candidate prunes.
         strict: raise :class:`ConfigError` when no candidate is within ``tol``.
@@ -143,6 +146,7 @@ def solve_target_flops(model: nn.Module, config: PruneConfig, target: float, inp
         ``rel_error``, ``direction``, ``t``, ``fine_knob``, every ``evaluations`` entry, ...).
     """
     config.validate()
+    rule = config.target_rule if rule is None else rule
     if rule not in RULES:
         raise ConfigError("target_rule", f"unknown allocation rule {rule!r}; use one of {list(RULES)}.")
     if isinstance(target, bool) or not isinstance(target, (int, float)) or not math.isfinite(target) \
@@ -168,15 +172,25 @@ def solve_target_flops(model: nn.Module, config: PruneConfig, target: float, inp
 
     shortcut_ok = _shortcut
     shortcut = _Shortcut(model, config, calib, cancel) if _shortcut else None
+    sens: SensitivityRanking | None = None
+    allocations: dict[tuple, Allocation] = {}
+    if rule == "sensitivity":
+        sens = _sensitivity_ranking(model, config, calib, direction, input_size, cancel)
+        # one knob for the heads + MLP units (the fraction of their FLOPs removed), one for SVD
+        direction = {"struct": 1.0 if max(direction["heads"], direction["mlp"]) > 0 else 0.0,
+                     "svd": direction["svd"]}
+
+    def key_of(cfg: PruneConfig) -> tuple:
+        return (cfg.head_ratio, tuple(cfg.stage_head_ratios or ()), cfg.mlp_ratio, cfg.rank_ratio)
 
     def evaluate(cfg: PruneConfig, phase: str) -> float:
-        key = (cfg.head_ratio, tuple(cfg.stage_head_ratios or ()), cfg.mlp_ratio, cfg.rank_ratio)
+        key = key_of(cfg)
         if key in cache:
             return cache[key]
         if len(evaluations) >= max_evals:
             raise _Budget()
         check_cancel(cancel, "FLOP-target search")
-        flops = _candidate_flops(model, cfg, calib, input_size, cancel, shortcut)
+        flops = _candidate_flops(model, cfg, calib, input_size, cancel, shortcut, allocations.get(key), sens)
         cache[key] = flops / base
         evaluations.append({"phase": phase, "head_ratio": cfg.head_ratio, "stage_head_ratios": cfg.stage_head_ratios,
                             "mlp_ratio": cfg.mlp_ratio, "rank_ratio": cfg.rank_ratio, "dense_flops": flops,
@@ -184,8 +198,21 @@ def solve_target_flops(model: nn.Module, config: PruneConfig, target: float, inp
         emit(f"{phase}: {flops / base:.4f} of the baseline FLOPs (target {target:.4f})")
         return flops / base
 
+    def sens_cfg(frac: float, svd: float | None) -> PruneConfig:
+        assert sens is not None
+        alloc = sens.allocation(frac)
+        kw: dict[str, Any] = {"head_ratio": alloc.head_ratio, "stage_head_ratios": None,
+                              "mlp_ratio": alloc.mlp_ratio}
+        if svd is not None:
+            kw["rank_ratio"] = round(1.0 - min(max(svd, 0.0), KNOB_CAP), 6)
+        cfg = replace(config, **kw)
+        allocations[key_of(cfg)] = alloc
+        return cfg
+
     def cfg_at(t: float) -> PruneConfig:
         k = _knobs_at(direction, t)
+        if sens is not None:
+            return sens_cfg(k["struct"], k["svd"] if use_svd else None)
         return _with_knobs(config, k["heads"], k["mlp"], k["svd"] if use_svd else None)
 
     def err(ratio: float) -> float:
@@ -199,7 +226,10 @@ def solve_target_flops(model: nn.Module, config: PruneConfig, target: float, inp
         if best is None or e < best[0] - 1e-12:
             best = (e, cfg, ratio)
 
-    fine_knob = "mlp" if direction["mlp"] > 0 else ("svd" if use_svd else None)
+    if sens is not None:
+        fine_knob = "struct" if direction["struct"] > 0 and use_svd else None
+    else:
+        fine_knob = "mlp" if direction["mlp"] > 0 else ("svd" if use_svd else None)
     fine_used = False
     try:
         if target >= 1.0:
@@ -223,19 +253,21 @@ def solve_target_flops(model: nn.Module, config: PruneConfig, target: float, inp
             lo, hi = false_position(at_t, 0.0, t_max, 1.0, r_hi, target, tol, err, 1e-3 * t_max)
             if best is not None and best[0] > tol / 2 and fine_knob is not None:
                 fine_used = True
-                _fine_adjust(config, direction, use_svd, fine_knob, lo, hi, target, tol, evaluate, consider, err)
+                _fine_adjust(config, direction, use_svd, fine_knob, lo, hi, target, tol, evaluate, consider, err,
+                             sens_cfg if sens is not None else None)
     except _Budget:
         log.warning("FLOP-target search stopped after %d candidates.", max_evals)
     assert best is not None
     e, solved, ratio = best
     # the search took shortcuts (see _candidate_flops); check the winner with the real prune()
-    verified = _candidate_flops(model, solved, calib, input_size, cancel, None)
+    alloc = allocations.get(key_of(solved))
+    verified = _candidate_flops(model, solved, calib, input_size, cancel, None, alloc, sens)
     if verified != int(round(ratio * base)):
         if shortcut_ok:
             log.warning("FLOP-target search: the shortcut predicted %d dense FLOPs but prune() gives %d; searching "
                         "again with the real prune() for every candidate.", int(round(ratio * base)), verified)
             return solve_target_flops(model, config, target, input_size, calib, rule, tol, max_evals, strict,
-                                      progress, cancel, _shortcut=False)
+                                      progress, cancel, _shortcut=False, _keep_ranking=_keep_ranking)
         raise RuntimeError(f"FLOP-target search: prune() of {solved} gave {verified} dense FLOPs where the search "
                            f"measured {int(round(ratio * base))}; is a criterion non-deterministic?")
     info = {
@@ -249,6 +281,11 @@ def solve_target_flops(model: nn.Module, config: PruneConfig, target: float, inp
         "solved": {"head_ratio": solved.head_ratio, "stage_head_ratios": solved.stage_head_ratios,
                    "mlp_ratio": solved.mlp_ratio, "rank_ratio": solved.rank_ratio},
     }
+    if sens is not None:
+        info["allocation"] = {"heads": dict(alloc.heads), "mlp": dict(alloc.mlp)} if alloc is not None else None
+        info["sensitivity"] = sens.table(alloc)
+        if _keep_ranking:  # for prune_to_target: the same scores and allocation for the final prune
+            info["_ranking"], info["_allocation"] = sens, alloc
     if e > tol and strict:
         raise ConfigError("target_flops", (
             f"the closest reachable point is {ratio:.4f} of the dense FLOPs, {abs(ratio / target - 1):.1%} away from "
@@ -274,7 +311,8 @@ class _Shortcut:
 
 
 def _candidate_flops(model: nn.Module, cfg: PruneConfig, calib: Batches | None, input_size: Any,
-                     cancel: CancelToken | None, shortcut: _Shortcut | None) -> int:
+                     cancel: CancelToken | None, shortcut: _Shortcut | None, alloc: Allocation | None = None,
+                     sens: SensitivityRanking | None = None) -> int:
     """Dense FLOPs of ``model`` pruned by ``cfg`` (on a deep copy).
 
     Without ``shortcut`` this is the real prune (``apply_ratios``). With it, three things that
@@ -293,13 +331,18 @@ def _candidate_flops(model: nn.Module, cfg: PruneConfig, calib: Batches | None, 
     work = copy.deepcopy(model)
     if not cfg.prunes_structure:
         return _flops(work, input_size)
+    scores = _scores_of(sens)
     if shortcut is None:
-        apply_ratios(work, cfg, calib, cancel=cancel)
+        apply_ratios(work, cfg, calib, cancel=cancel, allocation=alloc, **scores)
         return _flops(work, input_size)
     fast = replace(cfg, rank_ratio=None, energy=None, activation_aware=False,
                    mlp_criterion="l1" if cfg.mlp_ranking == "uniform" else cfg.mlp_criterion)
     if fast.prunes_structure:
-        apply_ratios(work, fast, calib, cancel=cancel, head_scores=shortcut.head_scores() if fast.prunes_heads else None)
+        if sens is not None:
+            apply_ratios(work, fast, calib, cancel=cancel, allocation=alloc, **scores)
+        else:
+            apply_ratios(work, fast, calib, cancel=cancel,
+                         head_scores=shortcut.head_scores() if fast.prunes_heads else None)
     if cfg.rank_ratio is None:
         return _flops(work, input_size)
     for name, lin in linear_layers(work, cfg.svd_layers, include_lowrank=False):
@@ -309,6 +352,36 @@ def _candidate_flops(model: nn.Module, cfg: PruneConfig, calib: Batches | None, 
             set_submodule(work, name, LowRankLinear(n, m, rank, bias=lin.bias is not None,
                                                     device=lin.weight.device, dtype=lin.weight.dtype))
     return _flops(work, input_size)
+
+
+def _scores_of(sens: SensitivityRanking | None) -> dict[str, Any]:
+    """The ranking's scores as ``apply_ratios`` keyword arguments (its units were scored jointly,
+    on the unpruned model; the prune keeps each layer's best units by the same scores)."""
+    if sens is None:
+        return {}
+    kinds = {g.name: g.kind for g in sens.groups}
+    heads = {k: v for k, v in sens.scores.items() if kinds[k] == "heads"}
+    mlp = {k: v for k, v in sens.scores.items() if kinds[k] == "mlp"}
+    return {"head_scores": heads or None, "mlp_scores": mlp or None}
+
+
+def _sensitivity_ranking(model: nn.Module, config: PruneConfig, calib: Batches | None, direction: dict[str, float],
+                         input_size: Any, cancel: CancelToken | None) -> SensitivityRanking:
+    """Score the heads and/or MLP units the direction prunes (once, on ``model``) and rank them per FLOP."""
+    cal = Calibration(calib, config.calib_batches, model_device(model), cancel)
+    groups, scores = [], {}
+    if direction["heads"] > 0:
+        hg = head_groups(model)
+        groups += hg
+        scores.update(score(model, hg, config.head_criterion, cal, config.seed))
+    if direction["mlp"] > 0:
+        mg = mlp_groups(model)
+        groups += mg
+        scores.update(score(model, mg, config.mlp_criterion, cal, config.seed))
+    if not groups:
+        raise ConfigError("target_rule", "the sensitivity rule ranks heads and MLP units, but the model has none "
+                                         "the config lets it prune.")
+    return SensitivityRanking(groups, scores, unit_costs(model, groups, input_size))
 
 
 class _Budget(Exception):
@@ -338,7 +411,8 @@ def false_position(measure: Callable[[float], float], lo: float, hi: float, r_lo
     return lo, hi
 
 
-def _fine_adjust(config, direction, use_svd, knob, t_lo, t_hi, target, tol, evaluate, consider, err) -> None:
+def _fine_adjust(config, direction, use_svd, knob, t_lo, t_hi, target, tol, evaluate, consider, err,
+                 sens_cfg=None) -> None:
     """Freeze the other knobs at one end of the bracket (the low end first) and bisect ``knob`` alone."""
     for t_fixed in (t_lo, t_hi):
         k = _knobs_at(direction, t_fixed)
@@ -346,6 +420,8 @@ def _fine_adjust(config, direction, use_svd, knob, t_lo, t_hi, target, tol, eval
         def cfg_with(v: float, k=k) -> PruneConfig:
             kk = dict(k)
             kk[knob] = v
+            if sens_cfg is not None:
+                return sens_cfg(kk["struct"], kk["svd"] if use_svd else None)
             return _with_knobs(config, kk["heads"], kk["mlp"], kk["svd"] if (use_svd or knob == "svd") else None)
 
         a, b = 0.0, KNOB_CAP  # FLOPs fall as the knob grows
@@ -366,7 +442,7 @@ def _fine_adjust(config, direction, use_svd, knob, t_lo, t_hi, target, tol, eval
 
 
 def prune_to_target(model: nn.Module, config: PruneConfig, target: float, input_size: Any = None,
-                    calib_loader: Iterable | None = None, rule: str = "uniform", tol: float = 0.01,
+                    calib_loader: Iterable | None = None, rule: str | None = None, tol: float = 0.01,
                     progress: Callable[[PruneProgress], None] | None = None,
                     cancel: CancelToken | None = None) -> tuple[nn.Module, PruneReport, PruneConfig, dict[str, Any]]:
     """:func:`solve_target_flops`, then :func:`.pruner.apply_ratios` in place with the same calibration batches.
@@ -378,8 +454,10 @@ def prune_to_target(model: nn.Module, config: PruneConfig, target: float, input_
     """
     calib = fixed_calibration(calib_loader, config.calib_batches)
     solved, info = solve_target_flops(model, config, target, input_size, calib, rule, tol,
-                                      progress=progress, cancel=cancel)
-    model, report = apply_ratios(model, solved, calib, progress=progress, cancel=cancel)
+                                      progress=progress, cancel=cancel, _keep_ranking=True)
+    ranking, alloc = info.pop("_ranking", None), info.pop("_allocation", None)
+    model, report = apply_ratios(model, solved, calib, progress=progress, cancel=cancel, allocation=alloc,
+                                 **_scores_of(ranking))
     info["final_flops"] = _flops(model, input_size)
     if info["final_flops"] != info["achieved_flops"]:
         log.warning("The final prune gave %d dense FLOPs, the search %d (non-deterministic criteria?).",

@@ -5,9 +5,10 @@ A :class:`UnitGroup` is a set of coupled units removed together: the heads of on
 MLP (rows of ``fc1``, columns of ``fc2``). A criterion is a small callable
 ``(model, groups, calib, generator) -> {group name: one score per unit}``:
 
-- ``taylor``: ``|sum over calibration batches of dL/d gate_u|`` with a gate of ones on each
+- ``taylor``: ``sum over calibration batches of |dL/d gate_u|`` with a gate of ones on each
   unit where it enters the consuming layer (``proj`` / ``fc2``), in eval mode (Michel et al.
-  2019 for heads);
+  2019 for heads; Molchanov et al. 2019); loss units, comparable across layers and kinds;
+- ``taylor_signed``: the old ``|sum over batches of dL/d gate_u|`` (signs cancel; ablation);
 - ``l1``: weight magnitude of the unit's slices (rows, their bias, columns), data-free;
 - ``random``: the control, from a seeded generator.
 
@@ -104,6 +105,13 @@ def taylor_importance(model: nn.Module, groups: Sequence[UnitGroup], calib: Cali
     return gated_gradient_scores(model, gates, calib, f"taylor {_label(groups)} importance")
 
 
+def taylor_signed_importance(model: nn.Module, groups: Sequence[UnitGroup], calib: Calibration,
+                             gen: torch.Generator) -> Scores:
+    """The old Taylor score (signed gradients summed over batches, then |.|): an ablation only."""
+    gates = {g.name: (g.gate, g.units, g.width) for g in groups}
+    return gated_gradient_scores(model, gates, calib, f"taylor {_label(groups)} importance", signed_sum=True)
+
+
 def l1_importance(model: nn.Module, groups: Sequence[UnitGroup], calib: Calibration, gen: torch.Generator) -> Scores:
     out = {}
     for g in groups:
@@ -119,7 +127,8 @@ def random_importance(model: nn.Module, groups: Sequence[UnitGroup], calib: Cali
     return {g.name: torch.rand(g.units, generator=gen) for g in groups}
 
 
-REGISTRY: dict[str, Criterion] = {"taylor": taylor_importance, "l1": l1_importance, "random": random_importance}
+REGISTRY: dict[str, Criterion] = {"taylor": taylor_importance, "taylor_signed": taylor_signed_importance,
+                                   "l1": l1_importance, "random": random_importance}
 
 
 def score(model: nn.Module, groups: Sequence[UnitGroup], criterion: str, calib: Calibration,

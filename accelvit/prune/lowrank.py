@@ -109,7 +109,13 @@ def factorize(linear: nn.Linear, rank: int, moment: torch.Tensor | None = None, 
 
 def choose_rank(out_features: int, in_features: int, singular_values: torch.Tensor,
                 rank_ratio: float | None, energy: float | None) -> int | None:
-    """The rank to use, or None when the factorisation would not cut weights/FLOPs."""
+    """The rank to use, or None when the factorisation would not cut weights/FLOPs.
+
+    ``rank_ratio=1.0`` keeps every weight, so it is a no-op (None) rather than the rank
+    ``m n / (m + n)``, which would truncate a layer whose ``min(m, n)`` is larger than that.
+    """
+    if rank_ratio is not None and rank_ratio >= 1.0:
+        return None
     if rank_ratio is not None:
         r = rank_for_ratio(out_features, in_features, rank_ratio)
     elif energy is not None:

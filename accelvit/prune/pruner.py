@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import torch
 import torch.nn as nn
@@ -28,6 +28,9 @@ from .lowrank import choose_rank, collect_input_moments, factorize, svd_of
 from .mlp import hidden_width, prune_mlp
 from .units import (count_nonzero, count_params, linear_layers, mlps, model_device, num_stages, set_submodule,
                     stage_of, window_attentions)
+
+if TYPE_CHECKING:
+    from .sensitivity import Allocation
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +87,9 @@ def _total_hidden(model: nn.Module) -> int:
 
 def apply_ratios(model: nn.Module, config: PruneConfig, calib_loader: Iterable | None = None,
                  progress: Callable[[PruneProgress], None] | None = None, cancel: CancelToken | None = None,
-                 head_scores: dict[str, torch.Tensor] | None = None) -> tuple[nn.Module, PruneReport]:
+                 head_scores: dict[str, torch.Tensor] | None = None,
+                 allocation: "Allocation | None" = None,
+                 mlp_scores: dict[str, torch.Tensor] | None = None) -> tuple[nn.Module, PruneReport]:
     """Prune ``model`` in place by the ratios of ``config``: attention heads, then MLP width, then SVD.
 
     ``calib_loader`` yields ``(images, labels)``; only the first ``config.calib_batches``
@@ -93,6 +98,11 @@ def apply_ratios(model: nn.Module, config: PruneConfig, calib_loader: Iterable |
     heads, for callers that prune many copies of one model. IHT sparsity is not applied
     here: attach ``make_iht_hook(model, config)`` to the finetune. Returns the same model
     object and a :class:`PruneReport` whose ``config`` is ``config``.
+
+    ``allocation`` (a :class:`.sensitivity.Allocation`, ``{layer: units kept}`` per kind)
+    replaces the per-layer counts the rankings would give (the ``sensitivity`` rule of the
+    FLOP-target search); the ratios then only say whether a kind is pruned at all.
+    ``mlp_scores`` replaces scoring the MLP units, as ``head_scores`` does for heads.
     """
     config.validate()
     require_loader(config.ratios_need_calibration and head_scores is None, calib_loader)
@@ -108,9 +118,11 @@ def apply_ratios(model: nn.Module, config: PruneConfig, calib_loader: Iterable |
             progress(PruneProgress(stage, done, total, message))
 
     if config.prunes_heads:
-        _prune_heads(model, config, calib, report, emit, cancel, head_scores)
+        _prune_heads(model, config, calib, report, emit, cancel, head_scores,
+                     allocation.heads if allocation is not None else None)
     if config.mlp_ratio > 0:
-        _prune_mlp_width(model, config, calib, report, emit, cancel)
+        _prune_mlp_width(model, config, calib, report, emit, cancel, mlp_scores,
+                         allocation.mlp if allocation is not None else None)
     if config.svd_enabled:
         _factorize_linears(model, config, calib, report, emit, cancel)
 
@@ -131,7 +143,8 @@ def score_heads(model: nn.Module, config: PruneConfig, calib: Calibration) -> di
 
 
 def _prune_heads(model: nn.Module, config: PruneConfig, calib: Calibration, report: PruneReport, emit: Emit,
-                 cancel: CancelToken | None, scores: dict[str, torch.Tensor] | None) -> None:
+                 cancel: CancelToken | None, scores: dict[str, torch.Tensor] | None,
+                 counts: dict[str, int] | None = None) -> None:
     targets = window_attentions(model)
     if not targets:
         raise ConfigError("head_ratio", "the model has no Swin WindowAttention layer whose heads could be pruned.")
@@ -142,7 +155,7 @@ def _prune_heads(model: nn.Module, config: PruneConfig, calib: Calibration, repo
         check_cancel(cancel, "head importance")
         emit("heads", 0, len(targets), f"scoring heads ({config.head_criterion})")
         scores = score_heads(model, config, calib)
-    keep = keep_top(scores, for_heads(config, scores))
+    keep = keep_top(scores, counts if counts is not None else for_heads(config, scores))
     for i, (name, attn) in enumerate(targets, start=1):
         check_cancel(cancel, f"head removal ({name})")
         before_idx = original_head_index(attn)
@@ -161,14 +174,16 @@ def _prune_heads(model: nn.Module, config: PruneConfig, calib: Calibration, repo
 
 
 def _prune_mlp_width(model: nn.Module, config: PruneConfig, calib: Calibration, report: PruneReport, emit: Emit,
-                     cancel: CancelToken | None) -> None:
+                     cancel: CancelToken | None, scores: dict[str, torch.Tensor] | None = None,
+                     counts: dict[str, int] | None = None) -> None:
     targets = mlps(model)
     if not targets:
         raise ConfigError("mlp_ratio", "the model has no MLP whose width could be pruned.")
-    check_cancel(cancel, "MLP importance")
-    emit("mlp", 0, len(targets), f"scoring MLP units ({config.mlp_criterion})")
-    scores = score(model, mlp_groups(model), config.mlp_criterion, calib, config.seed)
-    keep = keep_top(scores, for_mlp(config, scores))
+    if scores is None:
+        check_cancel(cancel, "MLP importance")
+        emit("mlp", 0, len(targets), f"scoring MLP units ({config.mlp_criterion})")
+        scores = score(model, mlp_groups(model), config.mlp_criterion, calib, config.seed)
+    keep = keep_top(scores, counts if counts is not None else for_mlp(config, scores))
     for i, (name, m) in enumerate(targets, start=1):
         check_cancel(cancel, f"MLP pruning ({name})")
         before = hidden_width(m)

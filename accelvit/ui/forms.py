@@ -85,7 +85,7 @@ DEFAULTS: dict[str, Any] = {
     "prune.sparsity": 0.5,
     "prune.target_flops": 0.0,
     "prune.iht_interval": 16,
-    "prune.iht_ramp_frac": 0.7,
+    "prune.iht_ramp_frac": PruneConfig.iht_ramp_frac,
     "control": False,
     "measure_latency": True,
     "seed": 0,
