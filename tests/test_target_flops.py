@@ -23,7 +23,7 @@ def micro():
 @pytest.mark.parametrize("target", [0.7, 0.5, 0.3])
 def test_solved_config_prunes_to_target_within_1pct(micro, target):
     base = PruneConfig(head_ratio=0.5, mlp_ratio=0.9, rank_ratio=0.5,
-                       head_criterion="l1", mlp_criterion="l1")
+                       head_criterion="l1", mlp_criterion="l1", target_rule="uniform")
     before = count_flops(micro).total
     solved, info = solve_target_flops(micro, base, target)
     assert count_flops(micro).total == before  # the search works on copies

@@ -152,6 +152,8 @@ class PruneConfig:
         _choice("target_rule", self.target_rule, TARGET_RULES)
         if not isinstance(self.prune_steps, int) or isinstance(self.prune_steps, bool) or not 1 <= self.prune_steps <= 20:
             raise ConfigError("prune_steps", f"must be a whole number in [1, 20], got {self.prune_steps!r}.")
+        if self.prune_steps > 1 and self.target_flops is None:
+            raise ConfigError("prune_steps", "gradual pruning steps toward a FLOP target: set target_flops too.")
         return self
 
     # ----------------------------------------------------------------- helpers

@@ -174,6 +174,7 @@ def solve_target_flops(model: nn.Module, config: PruneConfig, target: float, inp
     shortcut = _Shortcut(model, config, calib, cancel) if _shortcut else None
     sens: SensitivityRanking | None = None
     allocations: dict[tuple, Allocation] = {}
+    base_direction = dict(direction)
     if rule == "sensitivity":
         sens = _sensitivity_ranking(model, config, calib, direction, input_size, cancel)
         # one knob for the heads + MLP units (the fraction of their FLOPs removed), one for SVD
@@ -273,7 +274,7 @@ def solve_target_flops(model: nn.Module, config: PruneConfig, target: float, inp
     info = {
         "rule": rule, "target": float(target), "tolerance": tol, "baseline_flops": base,
         "target_flops": goal, "achieved_flops": int(round(ratio * base)), "achieved_ratio": ratio,
-        "rel_error": ratio / target - 1.0, "within_tolerance": e <= tol, "direction": direction,
+        "rel_error": ratio / target - 1.0, "within_tolerance": e <= tol, "direction": base_direction,
         "fine_knob": fine_knob, "fine_adjusted": fine_used, "evaluations": evaluations, "n_evaluations": len(evaluations),
         "calibration_batches": len(calib) if calib is not None else 0, "counter": FLOP_COUNTER,
         "verified_with_prune": True, "shortcut": shortcut_ok,
