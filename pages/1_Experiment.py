@@ -6,7 +6,7 @@ import streamlit as st
 
 from accelvit.errors import AccelvitError, InputError
 from accelvit.models import SCRATCH_CONFIGS, list_models
-from accelvit.prune.config import CRITERIA
+from accelvit.prune.config import CRITERIA, TARGET_RULES
 from accelvit.runs import ACTIVE, run_to_watch, watched_runs
 from accelvit.serialize import SPEC_FILE, WEIGHTS_FILE
 from accelvit.ui import charts, forms
@@ -174,6 +174,26 @@ with st.container(border=True):
                          "(within 1%). The ratios above set the direction of the search: heads and MLP width "
                          "alike when they are all zero.")
     slot("prune.target_flops")
+    r1, r2, r3, r4 = st.columns(4)
+    with r1:
+        st.selectbox("FLOP-target allocation", TARGET_RULES, key=P + "prune.target_rule",
+                     help="sensitivity: heads and MLP units ranked across all layers by their loss score per FLOP "
+                          "they cost (cheap, unimportant units go first); uniform: the same fractions in every layer.")
+        slot("prune.target_rule")
+    with r2:
+        st.number_input("Prune steps (gradual pruning)", min_value=1, max_value=20, key=P + "prune.prune_steps",
+                        help="Reach the FLOP target in this many steps with a short distilled recovery between "
+                             "them, inside the finetune's epochs. Needs a FLOP target.")
+        slot("prune.prune_steps")
+    with r3:
+        st.slider("Distillation weight (0 = off)", 0.0, 1.0, step=0.05, key=P + "distill.alpha",
+                  help="The finetune learns from the unpruned baseline's logits (KL at the temperature) mixed "
+                       "with the labels by this weight.")
+        slot("distill.alpha")
+    with r4:
+        st.number_input("Distillation temperature", min_value=0.1, max_value=20.0, step=0.5,
+                        key=P + "distill.temperature")
+        slot("distill.temperature")
     sweep = st.toggle("Sweep over several ratios (one run per combination, one shared baseline)", key=P + "sweep")
     if sweep:
         w1, w2, w3, w4, w5 = st.columns(5)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import DataConfig, missing_data_files
+from ..distill import DistillConfig
 from ..errors import AccelvitError, ConfigError, InputError
 from ..experiment.config import FINETUNE_DEFAULTS, default_finetune
 from ..fileio import atomic_write_bytes
@@ -86,6 +87,10 @@ DEFAULTS: dict[str, Any] = {
     "prune.target_flops": 0.0,
     "prune.iht_interval": 16,
     "prune.iht_ramp_frac": PruneConfig.iht_ramp_frac,
+    "prune.target_rule": PruneConfig.target_rule,
+    "prune.prune_steps": PruneConfig.prune_steps,
+    "distill.alpha": DistillConfig.alpha,
+    "distill.temperature": DistillConfig.temperature,
     "control": False,
     "measure_latency": True,
     "seed": 0,
@@ -158,12 +163,14 @@ def build_config(values: dict[str, Any]) -> Any:
         activation_aware=bool(v["prune.activation_aware"]),
         sparsity=float(v["prune.sparsity"]), iht_interval=int(v["prune.iht_interval"]),
         iht_ramp_frac=float(v["prune.iht_ramp_frac"]),
-        target_flops=float(v["prune.target_flops"]) or None)  # 0 = off: use the ratios as given
+        target_flops=float(v["prune.target_flops"]) or None,  # 0 = off: use the ratios as given
+        target_rule=str(v["prune.target_rule"]), prune_steps=int(v["prune.prune_steps"]))
     train = TrainConfig(epochs=int(v["train.epochs"]), lr=float(v["train.lr"]))
     finetune = default_finetune(epochs=int(v["finetune.epochs"]), lr=float(v["finetune.lr"]))
     cfg = ExperimentConfig(
         name=str(v["name"] or "").strip(), data=data, model=str(model_name(v) or ""), train=train,
         finetune=finetune, prune=prune, device=str(v["device"]), seed=int(v["seed"]),
+        distill=DistillConfig(alpha=float(v["distill.alpha"]), temperature=float(v["distill.temperature"])),
         measure_latency=bool(v["measure_latency"]), control=bool(v["control"]))
     if src == "timm":
         cfg.pretrained = v["timm_weights"] == "pretrained"
@@ -270,7 +277,8 @@ SLOTS = ("name", "data.dataset", "data.root", "data.img_size", "data.batch_size"
          "weights_path", "baseline_checkpoint", "train.epochs", "train.lr", "finetune.epochs", "finetune.lr",
          "device", "prune.head_ratio", "prune.head_criterion", "prune.mlp_ratio", "prune.mlp_criterion",
          "prune.rank_ratio", "prune.energy", "prune.activation_aware", "prune.sparsity", "prune.iht_interval",
-         "prune.iht_ramp_frac", "prune.target_flops", "seed", "sweep", *(f"sweep.{k}" for k in SWEEP_KEYS))
+         "prune.iht_ramp_frac", "prune.target_flops", "prune.target_rule", "prune.prune_steps", "distill.alpha",
+         "distill.temperature", "seed", "sweep", *(f"sweep.{k}" for k in SWEEP_KEYS))
 
 
 def slot_of(field_name: str) -> str:
@@ -280,7 +288,7 @@ def slot_of(field_name: str) -> str:
     aliases = {"pretrained": "model", "data.download": "data.root", "data.eval_subset": "data.subset",
                "prune.svd_layers": "prune.rank_ratio", "prune.iht_layers": "prune.sparsity",
                "prune.iht_scope": "prune.sparsity", "prune.calib_batches": "prune.head_criterion",
-               "prune.stage_head_ratios": "prune.head_ratio", "prune.target_rule": "prune.target_flops"}
+               "prune.stage_head_ratios": "prune.head_ratio"}
     if field_name in aliases:
         return aliases[field_name]
     if field_name.startswith("grid.") or field_name.startswith("variants"):
