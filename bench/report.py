@@ -15,10 +15,19 @@ from accelvit.fileio import json_default
 log = logging.getLogger("bench.pareto")
 
 SECTION = "## Pareto benchmark (issue 7)"
-COLUMNS = ["method", "target_flops", "status", "top1", "top5", "top1_pruned", "dense_flops", "flops_ratio",
-           "effective_flops", "params", "nonzero_params", "size_bytes", "size_format", "size_dense_bytes",
-           "size_sparse_bytes", "speedup_b64", "paired_speedup_b64", "latency_ms_b64", "baseline_latency_ms_b64",
-           "prune_settings", "search_evals", "search_seconds", "finetune_seconds", "note"]
+SECTION_STANDARD = "## Standard benchmark (issue 11)"
+INTROS = {SECTION_STANDARD: (
+    "`python -m bench.pareto --profile standard` (see its docstring and the profile's comment): every CIFAR-10 "
+    "training image, the shared 10-epoch swin_micro baseline, tested on every image it never saw; accelvit, "
+    "its ablations (no KD, the old Taylor score, the uniform rule), IHT, Torch-Pruning and the controls, all "
+    "finetuned with one recipe (KD from the baseline). One block per run, newest last.")}
+#: ``top1`` is the mean over the seeds (= ``top1_mean``), ``top1_se`` its standard error (None for
+#: one seed), ``top1_seeds`` the seeds' values (JSON); ``distill`` what the finetune distilled with.
+COLUMNS = ["method", "target_flops", "status", "top1", "top1_mean", "top1_se", "n_seeds", "top1_seeds", "top5",
+           "top1_pruned", "distill", "dense_flops", "flops_ratio", "effective_flops", "params", "nonzero_params",
+           "size_bytes", "size_format", "size_dense_bytes", "size_sparse_bytes", "speedup_b64", "paired_speedup_b64",
+           "latency_ms_b64", "baseline_latency_ms_b64", "prune_settings", "search_evals", "search_seconds",
+           "finetune_seconds", "note"]
 
 
 def write_outputs(result: dict[str, Any], out_dir: Path, name: str) -> None:
@@ -38,25 +47,48 @@ def _fmt(v: Any, spec: str, scale: float = 1.0, dash: str = "-") -> str:
     return format(v * scale if scale != 1.0 else v, spec)
 
 
+def _se(r: dict[str, Any] | None) -> float | None:
+    v = (r or {}).get("top1_se")
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def _top1(r: dict[str, Any]) -> str:
+    """``mean`` for one seed, ``mean ± SE (n)`` for several (percent)."""
+    if r.get("top1") is None:
+        return "-"
+    se = _se(r)
+    return f"{100 * r['top1']:.2f}" + (f" ± {100 * se:.2f} ({r['n_seeds']})" if se is not None else "")
+
+
+def diff(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float | None]:
+    """``a - b`` in top-1 points and its standard error over the seeds (None unless both have one)."""
+    sa, sb = _se(a), _se(b)
+    se = math.hypot(sa, sb) if sa is not None and sb is not None else None
+    return 100 * (a["top1"] - b["top1"]), None if se is None else 100 * se
+
+
 def markdown_table(result: dict[str, Any]) -> str:
     rows = result["rows"]
     ctrl = next((r for r in rows if r["method"] == "baseline_ft" and r["status"] == "ok"), None)
-    head = ("| method | target | top-1 % | vs baseline_ft | top-1 before finetune | dense MFLOPs (ratio) | "
+    head = ("| method | target | top-1 % | vs baseline_ft | top-1 before finetune | KD | dense MFLOPs (ratio) | "
             "effective MFLOPs | params | nonzeros | size on disk (KB) | CPU speedup b64 | status |")
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [head, "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"]
     order = {m: i for i, m in enumerate(result["method_order"])}
     for r in sorted(rows, key=lambda r: (-r["target_flops"], order.get(r["method"], 99))):
         ok = r["status"] == "ok"
-        delta = (f"{100 * (r['top1'] - ctrl['top1']):+.2f}" if ok and ctrl and r["top1"] is not None else "-")
+        delta = "-"
+        if ok and ctrl and r["top1"] is not None:
+            d, se = diff(r, ctrl)
+            delta = f"{d:+.2f}" + (f" ± {se:.2f}" if se is not None else "")
         flops = (f"{r['dense_flops'] / 1e6:.1f} ({r['flops_ratio']:.3f})" if ok and r["dense_flops"] else "-")
         size = _fmt(r["size_bytes"], ".0f", 1 / 1024)
         if ok and (r.get("size_format") or "").startswith("sparse"):
             size += " (sparse)"
         status = r["status"] if not ok else "ok"
         lines.append(" | ".join([
-            f"| {r['method']}", f"{r['target_flops']:.2f}", _fmt(r["top1"], ".2f", 100), delta,
-            _fmt(r["top1_pruned"], ".2f", 100), flops, _fmt(r["effective_flops"], ".1f", 1e-6),
-            _fmt(r["params"], ",d"), _fmt(r["nonzero_params"], ",d"), size,
+            f"| {r['method']}", f"{r['target_flops']:.2f}", _top1(r) if ok else "-", delta,
+            _fmt(r["top1_pruned"], ".2f", 100), r.get("distill") or "-", flops,
+            _fmt(r["effective_flops"], ".1f", 1e-6), _fmt(r["params"], ",d"), _fmt(r["nonzero_params"], ",d"), size,
             _fmt(r["speedup_b64"], ".2f") + ("x" if r["speedup_b64"] else ""), status.replace("|", "/") + " |"]))
     return "\n".join(lines)
 
@@ -76,7 +108,10 @@ def figure(result: dict[str, Any], out_dir: Path, name: str) -> None:
         if method in ("baseline", "baseline_ft"):
             fig.add_hline(y=100 * pts[0]["top1"], line_dash="dash" if method == "baseline_ft" else "dot",
                           annotation_text=method, annotation_position="bottom left")
+        ses = [_se(r) for r in pts]
         fig.add_trace(go.Scatter(x=[r["dense_flops"] / 1e6 for r in pts], y=[100 * r["top1"] for r in pts],
+                                 error_y=dict(type="data", array=[100 * (v or 0.0) for v in ses],
+                                              visible=any(v is not None for v in ses)),
                                  mode="lines+markers", name=method,
                                  text=[f"target {r['target_flops']:.2f}, speedup {r['speedup_b64'] or 0:.2f}x"
                                        for r in pts]))
@@ -85,7 +120,7 @@ def figure(result: dict[str, Any], out_dir: Path, name: str) -> None:
     if failed:
         title += f"<br><sub>failed: {', '.join(failed)} (see the table)</sub>"
     fig.update_layout(title=title, xaxis_title="dense MFLOPs per image (FlopCounterMode, attention included)",
-                      yaxis_title="test top-1 (%)", template="plotly_white", width=900, height=560)
+                      yaxis_title="test top-1 (%; mean ± SE over seeds)", template="plotly_white", width=900, height=560)
     fig.write_html(out_dir / f"{name}.html", include_plotlyjs="cdn")
     try:
         fig.write_image(out_dir / f"{name}.png", scale=1)
@@ -132,10 +167,41 @@ def target_checks(result: dict[str, Any]) -> list[str]:
     return out
 
 
-def append_results_md(result: dict[str, Any], path: Path, out_dir: Path, name: str) -> None:
+def differences(result: dict[str, Any]) -> list[str]:
+    """accelvit against every other pruned method at each target: the difference of the mean top-1 and
+    its standard error over the seeds (with one seed, the test-set noise of a difference instead)."""
+    rows = [r for r in result["rows"] if r["status"] == "ok" and r.get("top1") is not None]
+    n_test = result["split"].get("test", 0) or 1
+    out = []
+    for target in sorted({r["target_flops"] for r in rows if r["target_flops"] < 1}, reverse=True):
+        at = {r["method"]: r for r in rows if r["target_flops"] == target}
+        av = at.get("accelvit")
+        if av is None:
+            continue
+        parts = []
+        for m in result["method_order"]:
+            if m in at and m != "accelvit":
+                d, se = diff(av, at[m])
+                parts.append(f"{m} {d:+.2f}" + (f" ± {se:.2f}" if se is not None else ""))
+        if not parts:
+            continue
+        p = av["top1"]
+        noise = 100 * math.sqrt(2 * p * (1 - p) / n_test)
+        seeds = av.get("n_seeds") or 1
+        basis = (f"± one standard error over {seeds} seeds" if _se(av) is not None else
+                 f"one seed: a difference of two accuracies on {n_test} test images has a standard error of "
+                 f"about {noise:.2f}, seed-to-seed spread not included")
+        out.append(f"at {target:g}: accelvit minus " + "; ".join(parts) + f" points ({basis}).")
+    return out
+
+
+def append_results_md(result: dict[str, Any], path: Path, out_dir: Path, name: str,
+                      section: str | None = None) -> None:
     m = result["machine"]
     s = result["settings"]
     b = result["baseline"]
+    section = section or result.get("section") or SECTION
+    held, kd = result.get("heldout"), result.get("distill")
     rel = os.path.relpath(out_dir, path.parent)
     fails = [f"`{r['method']}` at {r['target_flops']}: {r['status']}" for r in result["rows"] if r["status"] != "ok"]
     lines = [
@@ -145,12 +211,21 @@ def append_results_md(result: dict[str, Any], path: Path, out_dir: Path, name: s
         f"torch {m['torch']}, torch-pruning {result['torch_pruning']}; load average {m['load_start']} at the start, "
         f"{m['load_end']} at the end.  ",
         f"Wall time: {result['wall_seconds'] / 60:.1f} min.  ",
-        f"Data: {result['split'].get('method')}, {result['split'].get('train')} train / {result['split'].get('test')} "
-        f"test images, {result['model']} at {result['input_size'][1]} px.  ",
+        f"Data: {result['split'].get('method')}, {result['split'].get('train')} train / {result['split'].get('val')} "
+        f"val / {result['split'].get('test')} test images, {result['model']} at {result['input_size'][1]} px"
+        + (f"; the test images are every image the baseline never saw ({held['unseen_test']}; it trained on "
+           f"{held['baseline_train']}, as `{os.path.basename(held['baseline_record'])}` records)"
+           if held else "") + ".  ",
         f"Baseline: {s['epochs']} epochs (lr {s['lr']}), test top-1 {100 * b['top1']:.2f}%"
         f"{' (reused from cache)' if b.get('reused') else ''}; every method and `baseline_ft` then get "
-        f"{s['finetune_epochs']} finetune epochs (AdamW, lr {s['finetune_lr']}, warmup "
-        f"{100 * result['finetune'].get('warmup_frac', 0):g}% + cosine; accelvit's one finetune default). accelvit "
+        f"{s['finetune_epochs']} finetune epochs"
+        + (f" (at most {s['finetune_steps']} steps of {s['batch_size']} images)" if s.get("finetune_steps") else "")
+        + f" (AdamW, lr {s['finetune_lr']}, warmup "
+        f"{100 * result['finetune'].get('warmup_frac', 0):g}% + cosine; accelvit's one finetune default"
+        + (f", distilled from the unpruned baseline with alpha {kd['alpha']:g}, T {kd['temperature']:g} unless the "
+           f"KD column says off" if kd else "")
+        + f"); seeds {', '.join(str(x) for x in result.get('seeds') or [0])} (top-1: mean ± standard error over "
+        f"the seeds when more than one). accelvit "
         f"direction {result['direction']}; {s['calib_batches']} calibration batches; speedup = "
         f"`accelvit.metrics.compare` at batch 64 on the CPU, {s['speed_reps']} interleaved pairs"
         f"{'' if not s.get('speed_threads') else ', ' + str(s['speed_threads']) + ' thread(s)'}.", "",
@@ -160,11 +235,14 @@ def append_results_md(result: dict[str, Any], path: Path, out_dir: Path, name: s
     checks = target_checks(result)
     if checks:
         lines += ["Targets at 0.5 of the dense FLOPs (measured):", ""] + [f"- {c}" for c in checks] + [""]
+    diffs = differences(result)
+    if diffs:
+        lines += ["Differences in top-1 points:", ""] + [f"- {c}" for c in diffs] + [""]
     if fails:
         lines += ["Recorded failures:", ""] + [f"- {f}" for f in fails] + [""]
     block = "\n".join(lines)
     text = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    pattern = re.compile(rf"^{re.escape(section)}\n.*?(?=^## |\Z)", re.S | re.M)
     match = pattern.search(text)
     if match:
         section = match.group(0).rstrip("\n") + "\n\n" + block + "\n"
@@ -172,6 +250,6 @@ def append_results_md(result: dict[str, Any], path: Path, out_dir: Path, name: s
     else:
         intro = ("Accuracy vs dense FLOPs on real data, accelvit against Torch-Pruning on one baseline with one "
                  "finetune budget: `python -m bench.pareto` (see its docstring). One block per run, newest last.")
-        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{intro}\n\n{block}\n"
+        text = text.rstrip("\n") + f"\n\n{section}\n\n{INTROS.get(section, intro)}\n\n{block}\n"
     path.write_text(text)
     log.info("Appended the run to %s.", path)
