@@ -361,7 +361,7 @@ class Experiment:
         pc, ft = self.cfg.prune, self.cfg.finetune
         k = pc.prune_steps
         base_flops = count_flops(model, tuple(self.data.input_size)).total
-        total_steps = len(self.data.train) * ft.epochs
+        total_steps = self.finetune_steps()
         per_step = total_steps // k
         steps: list[dict[str, Any]] = []
         first: dict[str, Any] | None = None
@@ -399,6 +399,12 @@ class Experiment:
         merged["config"] = {**report.get("config", {}), "target_flops": pc.target_flops, "prune_steps": k}
         return model, merged
 
+    def finetune_steps(self) -> int:
+        """The finetune's step budget: epochs x batches, capped by ``finetune.max_steps``."""
+        ft = self.cfg.finetune
+        total = len(self.data.train) * ft.epochs
+        return min(total, ft.max_steps) if ft.max_steps is not None else total
+
     def loss_fn(self, train_cfg) -> Any:
         """The finetune loss: distillation from :attr:`teacher` when on, else None (fit's cross-entropy)."""
         if self.teacher is None or not self.cfg.distill.enabled:
@@ -426,7 +432,7 @@ class Experiment:
         if ft.epochs == 0:
             return {"skipped": True, "reason": "finetune.epochs is 0"}
         if stage == "finetune" and self._recovery_steps:
-            budget = len(self.data.train) * ft.epochs - self._recovery_steps
+            budget = self.finetune_steps() - self._recovery_steps
             ft = dataclasses.replace(ft, max_steps=max(1, budget))
         loss_fn = self.loss_fn(ft)
         res = fit(model, self.data.train, ft, val_loader=self.val_loader, hooks=hooks,
