@@ -155,7 +155,9 @@ def test_sensitivity_rule_meets_the_target_and_cuts_an_insensitive_layer_first(d
     pruned, report = prune(copy.deepcopy(model), cfg, batches)
     flops = count_flops(pruned).total
     assert abs(flops / (0.6 * before) - 1) <= 0.01
-    assert report.target["sensitivity"] and {r["kind"] for r in report.target["sensitivity"]} == {"heads", "mlp"}
+    rows = report.to_dict()["sensitivity"]
+    assert {r["kind"] for r in rows} == {"heads", "mlp"} and len(rows) == 2 * len(window_attentions(model))
+    assert next(r for r in rows if r["module"] == name)["kept"] == 1
     assert dict(window_attentions(pruned))[name].num_heads == 1
 
 

@@ -463,7 +463,8 @@ def prune_to_target(model: nn.Module, config: PruneConfig, target: float, input_
     if info["final_flops"] != info["achieved_flops"]:
         log.warning("The final prune gave %d dense FLOPs, the search %d (non-deterministic criteria?).",
                     info["final_flops"], info["achieved_flops"])
-    report.target = {k: v for k, v in info.items() if k != "evaluations"}
+    report.target = {k: v for k, v in info.items() if k not in ("evaluations", "sensitivity")}
+    report.sensitivity = info.get("sensitivity")
     return model, report, solved, info
 
 

@@ -67,6 +67,9 @@ class PruneReport:
     layers: list[dict[str, Any]] = field(default_factory=list)
     #: With ``target_flops``: the search (requested/achieved FLOPs, solved ratios, evaluations).
     target: dict[str, Any] | None = None
+    #: With the ``sensitivity`` rule: one row per attention / MLP (kind, stage, units, measured FLOPs per
+    #: unit, summed score, score per MFLOP, units kept), see :meth:`.sensitivity.SensitivityRanking.table`.
+    sensitivity: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
