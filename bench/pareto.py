@@ -185,17 +185,13 @@ PROFILES: dict[str, Profile] = {
     # targets 0.5 and 0.3, the peers, controls and ablations (STANDARD_METHODS), one seed (--seeds N: about
     # N times the finetune time). The finetune data are the baseline's 45,000 training images less the 2%
     # validation share (900 images: calibration batches and the finetune's end-of-epoch check); each of the
-    # 17 finetunes (baseline_ft, 8 pruned methods x 2 targets) takes 300 steps of 128 = 38,400 images (0.87
-    # of an epoch of a fresh shuffle; the lr schedule spans the 300 steps), KD from the baseline in 16 of them.
-    # Wall time on the 2-core CPU, estimated 39-46 min (52 min if training drops to 200 images/s):
-    # swin_micro trains at 230-300 images/s (baseline.json: 229 with data loading and validation) and infers
-    # at ~950 images/s; KD adds one teacher forward per image (measured: its cost is the teacher's inference
-    # time, ~1/3 of a dense training step); a 0.5-FLOP model trains in 0.70-0.72 of the dense time and a 0.3
-    # one in ~0.55 (bench/results quick run; a probe here). Finetunes: 207 + 7 x 161 + 120 (0.5, no KD)
-    # + 7 x 132 + 92 (0.3, no KD) = 2,470 s at 230 images/s, 2,030 s at 300. Everything else ~5 min: two
-    # test evaluations per pruned row (5,000 images, 17 rows, ~2 min), calibration, Taylor scores and FLOP
-    # searches (~1.5 min), speed at batch 64 (3 + 20 interleaved pairs, ~3 s a row), the figure.
-    "standard": Profile(subset=None, eval_subset=None, epochs=10, finetune_epochs=1, finetune_steps=300,
+    # 17 finetunes (baseline_ft, 8 pruned methods x 2 targets) takes 150 steps of 128 = 19,200 images (0.44
+    # of an epoch of a fresh shuffle; the lr schedule spans the 150 steps), KD from the baseline in 16 of them.
+    # Wall time on the 2-core CPU: the first attempt with 300 steps measured 6 min for baseline_ft (dense,
+    # KD) and 5 min for the accelvit row at 0.5 (search, two test evaluations, 300 KD steps, speed): about
+    # 140 training images/s with the teacher, half the rate first assumed, so 17 rows would take ~85 min.
+    # At 150 steps a row takes ~3 min: about 50 min in all (bench/RESULTS.md records the measured time).
+    "standard": Profile(subset=None, eval_subset=None, epochs=10, finetune_epochs=1, finetune_steps=150,
                         batch_size=128, calib_batches=4, speed_reps=20, targets=(0.5, 0.3), val_fraction=0.02,
                         methods=STANDARD_METHODS, section=SECTION_STANDARD),
 }

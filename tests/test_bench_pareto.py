@@ -179,7 +179,7 @@ def test_method_configs_share_one_recipe_and_change_one_thing_each():
     av = cfg("accelvit")
     assert av.distill.alpha == 0.7 and av.distill.temperature == 2.0  # KD on, the runner's default
     assert av.finetune == base.finetune and av.finetune.epochs == prof.finetune_epochs
-    assert av.finetune.max_steps == prof.finetune_steps == 300  # the budget the profile's wall time is for
+    assert av.finetune.max_steps == prof.finetune_steps == 150  # the budget the profile's wall time is for
     p = av.prune
     assert (p.head_criterion, p.mlp_criterion, p.target_rule, p.target_flops) == ("taylor", "taylor", "sensitivity", 0.5)
     assert p.activation_aware and p.rank_ratio == pytest.approx(0.7) and p.sparsity == 0
