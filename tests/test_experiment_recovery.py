@@ -98,3 +98,33 @@ def test_gradual_pruning_reaches_the_target_within_the_same_budget(tmp_path):
 def test_gradual_pruning_needs_a_flop_target():
     with pytest.raises(Exception, match="prune_steps"):
         tiny(head_ratio=0.5, prune_steps=2).validate()
+
+
+def test_new_switches_are_cli_flags(digits_baseline, tmp_path):
+    from accelvit.cli import build_parser
+    from accelvit.commands.prune import experiment_config_from_args
+    from accelvit.commands.run import config_from_args
+
+    args = build_parser().parse_args(["run", "--dataset", "digits", "--target-flops", "0.5", "--target-rule",
+                                      "uniform", "--prune-steps", "2", "--kd-alpha", "0", "--kd-temperature", "3"])
+    cfg = config_from_args(args)
+    assert (cfg.prune.target_rule, cfg.prune.prune_steps, cfg.distill.alpha, cfg.distill.temperature) == \
+        ("uniform", 2, 0.0, 3.0)
+    ckpt = digits_baseline[3]
+    args = build_parser().parse_args(["prune", "--checkpoint", str(ckpt), "--dataset", "digits", "--target-flops",
+                                      "0.5", "--kd-alpha", "0.5", "--out", str(tmp_path / "out")])
+    cfg = experiment_config_from_args(args)
+    assert (cfg.prune.target_rule, cfg.prune.prune_steps, cfg.distill.alpha) == ("sensitivity", 1, 0.5)
+    assert cfg.prune.iht_ramp_frac == PruneConfig().iht_ramp_frac  # one default, not the CLI's own
+
+
+def test_gradual_pruning_with_svd_factorises_in_the_last_step_only(tmp_path):
+    from accelvit.layers import LowRankLinear
+
+    exp = Experiment(tiny(target_flops=0.5, prune_steps=2, head_ratio=0.5, mlp_ratio=0.5, rank_ratio=0.6),
+                     home=tmp_path, stages=("data", "baseline", "prune"))
+    res = exp.run()
+    assert any(isinstance(m, LowRankLinear) for m in res.model.modules())
+    steps = res.prune_report["steps"]
+    assert abs(steps[-1]["achieved_of_baseline_flops"] / 0.5 - 1) <= 0.011
+    assert {layer["step"] for layer in res.prune_report["layers"] if layer["kind"] == "lowrank"} == {2}

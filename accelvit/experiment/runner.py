@@ -357,7 +357,8 @@ class Experiment:
     def _prune_gradually(self, model: torch.nn.Module) -> tuple[torch.nn.Module, dict[str, Any]]:
         """``prune_steps`` prunes toward ``target_flops`` (FLOP fractions ``1 - (1 - target) i / k`` of
         the baseline), each but the last followed by a recovery finetune of ``1 / k`` of the
-        finetune's steps (distilled); the finetune stage spends the rest."""
+        finetune's steps (distilled); the finetune stage spends the rest. SVD (if configured) is
+        applied in the last step only: heads and MLP units cannot be cut out of factorised layers."""
         pc, ft = self.cfg.prune, self.cfg.finetune
         k = pc.prune_steps
         base_flops = count_flops(model, tuple(self.data.input_size)).total
@@ -371,6 +372,8 @@ class Experiment:
             goal = 1 - (1 - pc.target_flops) * i / k
             now = count_flops(model, tuple(self.data.input_size)).total / base_flops
             cfg_i = dataclasses.replace(pc, target_flops=min(goal / now, 0.999), prune_steps=1)
+            if i < k:  # heads and MLP units cannot be removed from a factorised layer: SVD in the last step only
+                cfg_i = dataclasses.replace(cfg_i, rank_ratio=None, energy=None, activation_aware=False)
             model, rep = prune(model, cfg_i, self.calibration_loader(), progress=self.generic_progress("prune"),
                                cancel=self.cancel)
             report = rep.to_dict() if hasattr(rep, "to_dict") else dict(rep or {})
