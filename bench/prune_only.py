@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                            measure_latency=False, device="cpu")
     exp = Experiment(cfg, home=work / "home", stages=("data", "baseline"))
     exp.run()
-    base, val, calib = exp.baseline_model, exp.data.val, exp.calibration_loader()
+    base, val = exp.baseline_model, exp.data.val
     ev0 = evaluate(base, val, device="cpu")
     rows = [{"config": "baseline (unpruned)", "top1": ev0.top1, "loss": ev0.loss, "n": ev0.n}]
     print(f"{'baseline (unpruned)':50s} top1 {ev0.top1:.4f} loss {ev0.loss:.3f} n {ev0.n}", flush=True)
@@ -98,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             pc = PruneConfig(target_flops=min(goal / now, 0.999), calib_batches=args.calib_batches, **CONFIGS[name])
             if i < args.steps:  # as the runner's gradual pruning: SVD in the last step only
                 pc = dataclasses.replace(pc, rank_ratio=None, energy=None, activation_aware=False)
-            model, rep = prune(model, pc, calib)
+            # a fresh loader each time: its seeded generator gives every config the same calibration batches
+            model, rep = prune(model, pc, exp.calibration_loader())
         ev = evaluate(model, val, device="cpu")
         c = rep.config
         row = {"config": name, "steps": args.steps, "top1": ev.top1, "loss": ev.loss, "n": ev.n,

@@ -372,8 +372,8 @@ def _sensitivity_ranking(model: nn.Module, config: PruneConfig, calib: Batches |
     cal = Calibration(calib, config.calib_batches, model_device(model), cancel)
     if "l1" in (config.head_criterion, config.mlp_criterion):
         log.warning("target_rule='sensitivity' ranks units across layers by score per FLOP; l1 magnitudes do not "
-                    "compare across layers (on CIFAR-10 it kept 37.6%% top-1 before finetuning where uniform random "
-                    "kept 42.4%%). Use the taylor criterion, or target_rule='uniform' with l1.")
+                    "compare across layers (on CIFAR-10 it kept 37.6% top-1 before finetuning where uniform random "
+                    "kept 42.4%). Use the taylor criterion, or target_rule='uniform' with l1.")
     groups, scores = [], {}
     if direction["heads"] > 0:
         hg = head_groups(model)
