@@ -23,7 +23,9 @@ from .config import ExperimentConfig
 ESTIMATE_NOTE = ("Estimated on an untrained copy: the data-free l1 criterion stands in for taylor and plain SVD "
                  "for activation-aware SVD, and the IHT sparsity is applied by magnitude in one shot. Structural "
                  "counts (heads, widths, ranks) match what the run will remove when heads are ranked uniformly; "
-                 "with global ranking or an energy threshold the per-layer split depends on the trained weights.")
+                 "with global ranking, an energy threshold or a FLOP target allocated by sensitivity (estimated "
+                 "here with the uniform rule: the FLOPs match, the per-layer split and parameters do not) the "
+                 "split depends on the trained weights.")
 
 ESTIMATE_KEYS = ("dense_flops", "effective_flops", "params", "nonzero_params")
 
@@ -45,7 +47,8 @@ def estimate_cost(config: ExperimentConfig) -> dict[str, Any]:
     before = measure(model, size, latency=False, thop=False, size=False).to_dict()
     data_free = dataclasses.replace(
         pc, head_criterion="l1" if pc.head_criterion in DATA_CRITERIA else pc.head_criterion,
-        mlp_criterion="l1" if pc.mlp_criterion in DATA_CRITERIA else pc.mlp_criterion, activation_aware=False)
+        mlp_criterion="l1" if pc.mlp_criterion in DATA_CRITERIA else pc.mlp_criterion, activation_aware=False,
+        target_rule="uniform")  # the sensitivity rule needs the trained model's loss scores
     pruned, _report = prune(copy.deepcopy(model), data_free, None)
     hook = make_iht_hook(pruned, pc)
     if hook is not None:
