@@ -53,7 +53,7 @@ from ..data import load_data
 from ..distill import DistillLoss
 from ..errors import Cancelled, ConfigError, ModelError
 from ..fileio import to_jsonable
-from ..metrics import count_flops, measure
+from ..metrics import measure
 from ..models import build_model, model_spec
 from ..prune import make_iht_hook, prune
 from ..prune.structure import is_pruned
@@ -340,12 +340,12 @@ class Experiment:
             self.teacher = copy.deepcopy(self.baseline_model).eval() if self.distills else None
             model, self.baseline_model = self.baseline_model, None
         pc = self.cfg.prune
-        if pc.prune_steps > 1 and pc.target_flops is not None:
+        if pc.prune_steps > 1:  # validation: only with target_flops
             model, self.prune_report = self._prune_gradually(model)
         else:
             model, report = prune(model, pc, self.calibration_loader(),
                                   progress=self.generic_progress("prune"), cancel=self.cancel)
-            self.prune_report = report.to_dict() if hasattr(report, "to_dict") else dict(report or {})
+            self.prune_report = report.to_dict()
         self.model = model.to(self.device).eval()
         return self.prune_report
 
@@ -361,25 +361,25 @@ class Experiment:
         applied in the last step only: heads and MLP units cannot be cut out of factorised layers."""
         pc, ft = self.cfg.prune, self.cfg.finetune
         k = pc.prune_steps
-        base_flops = count_flops(model, tuple(self.data.input_size)).total
-        total_steps = self.finetune_steps()
-        per_step = total_steps // k
+        per_step = self.finetune_steps() // k
         steps: list[dict[str, Any]] = []
         first: dict[str, Any] | None = None
         report: dict[str, Any] = {}
+        base_flops = now_flops = None  # measured by each step's FLOP-target search (report["target"])
         for i in range(1, k + 1):
             check_cancel(self.cancel, f"prune step {i} of {k}")
             goal = 1 - (1 - pc.target_flops) * i / k
-            now = count_flops(model, tuple(self.data.input_size)).total / base_flops
+            now = 1.0 if base_flops is None else now_flops / base_flops
             cfg_i = dataclasses.replace(pc, target_flops=min(goal / now, 0.999), prune_steps=1)
             if i < k:  # heads and MLP units cannot be removed from a factorised layer: SVD in the last step only
                 cfg_i = dataclasses.replace(cfg_i, rank_ratio=None, energy=None, activation_aware=False)
             model, rep = prune(model, cfg_i, self.calibration_loader(), progress=self.generic_progress("prune"),
                                cancel=self.cancel)
-            report = rep.to_dict() if hasattr(rep, "to_dict") else dict(rep or {})
+            report = rep.to_dict()
             first = first or report
-            entry = {"step": i, "goal_of_baseline_flops": goal,
-                     "achieved_of_baseline_flops": count_flops(model, tuple(self.data.input_size)).total / base_flops,
+            base_flops = base_flops or report["target"]["baseline_flops"]
+            now_flops = report["target"]["final_flops"]
+            entry = {"step": i, "goal_of_baseline_flops": goal, "achieved_of_baseline_flops": now_flops / base_flops,
                      "params_after": report.get("params_after")}
             if i < k and per_step > 0:
                 model.to(self.device)

@@ -159,7 +159,8 @@ def solve_target_flops(model: nn.Module, config: PruneConfig, target: float, inp
                                     "targeted. Use rank_ratio (any value sets the SVD share of the direction) or none.")
     start = time.perf_counter()
     calib = fixed_calibration(calib_loader, config.calib_batches) if config.criteria_need_calibration else None
-    base = _flops(model, input_size)
+    counted = count_flops(model, input_size)
+    base = int(counted.total)
     goal = float(target) * base
     direction = _direction(config)
     use_svd = direction["svd"] > 0
@@ -176,7 +177,7 @@ def solve_target_flops(model: nn.Module, config: PruneConfig, target: float, inp
     allocations: dict[tuple, Allocation] = {}
     base_direction = dict(direction)
     if rule == "sensitivity":
-        sens = _sensitivity_ranking(model, config, calib, direction, input_size, cancel)
+        sens = _sensitivity_ranking(model, config, calib, direction, input_size, cancel, counted.by_module)
         # one knob for the heads + MLP units (the fraction of their FLOPs removed), one for SVD
         direction = {"struct": 1.0 if max(direction["heads"], direction["mlp"]) > 0 else 0.0,
                      "svd": direction["svd"]}
@@ -367,7 +368,8 @@ def _scores_of(sens: SensitivityRanking | None) -> dict[str, Any]:
 
 
 def _sensitivity_ranking(model: nn.Module, config: PruneConfig, calib: Batches | None, direction: dict[str, float],
-                         input_size: Any, cancel: CancelToken | None) -> SensitivityRanking:
+                         input_size: Any, cancel: CancelToken | None,
+                         by_module: dict[str, int]) -> SensitivityRanking:
     """Score the heads and/or MLP units the direction prunes (once, on ``model``) and rank them per FLOP."""
     cal = Calibration(calib, config.calib_batches, model_device(model), cancel)
     if "l1" in (config.head_criterion, config.mlp_criterion):
@@ -386,7 +388,7 @@ def _sensitivity_ranking(model: nn.Module, config: PruneConfig, calib: Batches |
     if not groups:
         raise ConfigError("target_rule", "the sensitivity rule ranks heads and MLP units, but the model has none "
                                          "the config lets it prune.")
-    return SensitivityRanking(groups, scores, unit_costs(model, groups, input_size))
+    return SensitivityRanking(groups, scores, unit_costs(model, groups, input_size, by_module))
 
 
 class _Budget(Exception):

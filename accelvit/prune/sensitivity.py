@@ -38,9 +38,14 @@ from .units import stage_of
 Scores = dict[str, torch.Tensor]
 
 
-def unit_costs(model: nn.Module, groups: Sequence[UnitGroup], input_size: Any = None) -> dict[str, float]:
-    """Dense FLOPs per unit of every group: the group's module FLOPs (measured) / its units."""
-    by_module = count_flops(model, input_size).by_module
+def unit_costs(model: nn.Module, groups: Sequence[UnitGroup], input_size: Any = None,
+               by_module: dict[str, int] | None = None) -> dict[str, float]:
+    """Dense FLOPs per unit of every group: the group's module FLOPs (measured) / its units.
+
+    ``by_module`` is ``count_flops(model, input_size).by_module`` when the caller has counted already.
+    """
+    if by_module is None:
+        by_module = count_flops(model, input_size).by_module
     out = {}
     for g in groups:
         flops = by_module.get(g.name, 0)
@@ -78,11 +83,9 @@ class SensitivityRanking:
             s = self.scores[g.name]
             entries.extend((float(s[i]) / c, g.name, i) for i in range(g.units))
         # lowest score per FLOP first; ties: later layers, later units first (deterministic)
-        self.order = sorted(entries, key=lambda e: (e[0], -self._index(e[1]), -e[2]))
+        pos = {g.name: i for i, g in enumerate(self.groups)}
+        self.order = sorted(entries, key=lambda e: (e[0], -pos[e[1]], -e[2]))
         self.total_cost = sum(self.costs[g.name] * g.units for g in self.groups)
-
-    def _index(self, name: str) -> int:
-        return next(i for i, g in enumerate(self.groups) if g.name == name)
 
     def allocation(self, fraction: float) -> Allocation:
         """Remove units in order while their cost fits in ``fraction`` of all units' cost.
