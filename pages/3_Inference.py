@@ -1,6 +1,7 @@
 """Inference: the baseline and the pruned model of a finished run side by side on your images."""
 
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from accelvit.errors import AccelvitError, InputError
 from accelvit.runs import FINISHED
@@ -29,7 +30,7 @@ def _load(path: str, label: str, mtime: float) -> inference.LoadedModel:
 
 
 @st.cache_data(show_spinner="Timing both models…", max_entries=16)
-def _latencies(run_id: str, stamp: tuple, _models: dict) -> tuple[dict, float | None]:
+def _timing(run_id: str, stamp: tuple, _models: dict) -> inference.Timing:
     return inference.latencies(_models)
 
 
@@ -44,22 +45,40 @@ for label, path in paths.items():
         st.error(f"The {label} model in {path} cannot be loaded: {exc}")
 if not models:
     st.stop()
-latency, speedup = _latencies(rid, tuple(stamp), models)
+timing = _timing(rid, tuple(stamp), models)
 
-cols = st.columns(len(models) + (1 if speedup else 0))
+# Latency: one figure per model (a forward pass does not depend on the picture), shown once.
+st.subheader("Latency")
+cols = st.columns(len(models) + (1 if timing.speedup else 0))
 for col, (label, lm) in zip(cols, models.items()):
-    col.metric(f"{label} latency (batch 1, CPU)", f"{latency[label]:.2f} ms",
-               help=f"median of 20 timed forward passes, both models interleaved; {lm.params:,} parameters; "
-                    f"input {lm.img_size} px")
-if speedup:
-    cols[-1].metric("speedup (paired)", f"{speedup:.2f}x", help="median over the pairs of baseline / pruned time")
+    lo, hi = timing.spread[label]
+    col.metric(f"{label} latency (batch 1, CPU)", f"{timing.ms[label]:.2f} ms",
+               help=f"median of {timing.reps} timed forward passes on {timing.device}; middle half "
+                    f"{lo:.2f}-{hi:.2f} ms; {lm.params:,} parameters; input {lm.img_size} px")
+if timing.speedup:
+    cols[-1].metric("speedup (paired)", f"{timing.speedup:.2f}x",
+                    help="median over the interleaved pairs of baseline time / pruned time; above 1x the pruned "
+                         "model is faster")
+st.caption(timing.how())
+why = inference.explain_speedup(timing)
+if why:
+    st.info(why, icon=":material/info:")
 
+st.subheader("Predictions")
 source = st.radio("Images", ["upload", "test"], horizontal=True, key="inf_source",
                   format_func={"upload": "upload images", "test": "test images from the run's data set"}.get)
 images: list[tuple[str, object, str | None]] = []  # (name, image, true class)
 if source == "upload":
-    files = st.file_uploader("Images (PNG, JPEG, BMP, WebP; up to 20 MB each)", accept_multiple_files=True,
-                             key="inf_files")
+    try:
+        # The browser offers only these files. MIME types next to the endings leave the content check to
+        # read_upload (Pillow), whose message names the file; Streamlit's own ending check would refuse the
+        # whole upload with an error that does not.
+        files = st.file_uploader("Images (PNG, JPEG, BMP, GIF, WebP, TIFF; up to 20 MB each)",
+                                 type=[*inference.IMAGE_TYPES, *inference.IMAGE_MIME_TYPES],
+                                 accept_multiple_files=True, key="inf_files")
+    except StreamlitAPIException as exc:
+        st.error(f"That upload was refused: {exc}")
+        files = []
     for f in files or []:
         try:
             images.append((f.name, inference.read_upload(f.name, f.getvalue()), None))
@@ -79,17 +98,34 @@ else:
     except AccelvitError as exc:
         st.error(f"The run's data set cannot be loaded here: {exc}")
 
+# Predict first, then show the score over the images, then one card per image.
+results = []  # (name, image, true class, {label: top-k table or the error}, {label: right?})
 for name, img, true in images:
+    tops, verdicts = {}, {}
+    for label, lm in models.items():
+        try:
+            tops[label] = inference.predict(lm, img)
+            verdicts[label] = inference.is_right(tops[label], true, lm.class_names)
+        except Exception as exc:  # never crash the page on one image
+            tops[label], verdicts[label] = exc, None
+    results.append((name, img, true, tops, verdicts))
+
+score = inference.tally([r[4] for r in results], list(models))
+if any(judged for _, judged in score.values()):
+    st.markdown("Top-1 on these test images: " + ", ".join(
+        f"**{label}** {right}/{judged} right" for label, (right, judged) in score.items() if judged))
+
+for name, img, true, tops, verdicts in results:
     with st.container(border=True):
         c = st.columns([1, 2, 2])
         c[0].image(img, caption=name + (f" · true class: {true}" if true is not None else ""), width=160)
-        for col, (label, lm) in zip(c[1:], models.items()):
-            try:
-                top = inference.predict(lm, img)
-            except Exception as exc:  # never crash the page on one image
-                col.error(f"{label}: prediction failed: {exc}")
+        for col, label in zip(c[1:], models):
+            top = tops[label]
+            if isinstance(top, Exception):
+                col.error(f"{label}: prediction failed: {top}")
                 continue
-            col.markdown(f"**{label}** · {latency[label]:.2f} ms")
+            col.markdown(" · ".join(x for x in (f"**{label}**", f"predicted **{inference.top1(top)}**",
+                                                 inference.mark(verdicts[label])) if x))
             col.dataframe(top, hide_index=True, width="stretch",
                           column_config={"probability": st.column_config.ProgressColumn(
                               "probability", min_value=0.0, max_value=1.0, format="percent")})

@@ -9,36 +9,74 @@ model's own).
 
 from __future__ import annotations
 
+import io
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
-from ..data import load_image, make_transforms
+from ..data import make_transforms
 from ..errors import InputError
 from ..serialize import SPEC_FILE, WEIGHTS_FILE
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024   # per uploaded image
 MAX_IMAGE_PIXELS = 25_000_000
 MODEL_LABELS = {"baseline": "baseline", "model": "pruned"}
+# What the uploader offers (file name endings; the browser filters by them) and how messages name them.
+IMAGE_TYPES = ("png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff")
+IMAGE_MIME_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/gif", "image/webp", "image/tiff")
+IMAGE_FORMATS_TEXT = "PNG, JPEG, BMP, GIF, WebP or TIFF"
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def _reason(exc: BaseException) -> str:
+    """Pillow's own words for a damaged file, without the ``<_io.BytesIO object at 0x...>`` it may name."""
+    text = _OBJECT_REPR.sub("", str(exc)).strip(" :") or type(exc).__name__
+    return text
 
 
 def read_upload(name: str, data: bytes, max_bytes: int = MAX_IMAGE_BYTES,
                 max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """The uploaded file as an RGB image; InputError (naming the file) for anything else."""
+    """The uploaded file as an RGB image; InputError naming the file (its upload name) for anything else.
+
+    The bytes are decoded here rather than through :func:`accelvit.data.load_image`, whose message
+    quotes Pillow's exception, and Pillow names an in-memory file by its repr
+    (``cannot identify image file <_io.BytesIO object at 0x...>``).
+    """
     if not data:
-        raise InputError(f"{name} is empty; upload a PNG, JPEG, BMP or WebP image.")
+        raise InputError(f"{name} is empty; upload a {IMAGE_FORMATS_TEXT} image.")
     if len(data) > max_bytes:
         raise InputError(f"{name} is {len(data) / 1e6:.1f} MB; images of at most {max_bytes / 1e6:.0f} MB are "
                          "accepted. Resize it and upload it again.")
+    too_big = (f"{name} has more than {max_pixels:,} pixels, the most accepted here; resize it and upload it "
+               "again.")
+    fmt = None
     try:
-        return load_image(bytes(data), max_pixels=max_pixels)
-    except InputError as exc:
-        raise InputError(f"{name}: {exc}") from None
+        with Image.open(io.BytesIO(data)) as probe:  # reads the header only
+            fmt = probe.format
+            probe.verify()
+        img = Image.open(io.BytesIO(data))
+        if img.width * img.height > max_pixels:
+            raise InputError(f"{name} is {img.width}x{img.height} pixels ({img.width * img.height:,}); at most "
+                             f"{max_pixels:,} pixels are accepted. Resize it and upload it again.")
+        img.load()
+    except InputError:
+        raise
+    except Image.DecompressionBombError:
+        raise InputError(too_big) from None
+    except UnidentifiedImageError:
+        raise InputError(f"{name} is not an image Pillow can read ({IMAGE_FORMATS_TEXT}); upload one of those "
+                         "instead.") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        what = f"{name} looks like a {fmt} image but cannot be decoded" if fmt else f"{name} cannot be decoded"
+        raise InputError(f"{what} ({_reason(exc)}); it may be damaged or cut short. Export it again and "
+                         "upload the new file.") from None
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 @dataclass
@@ -112,27 +150,158 @@ def predict(lm: LoadedModel, image: Image.Image, k: int = 5) -> pd.DataFrame:
 
 def latency_ms(lm: LoadedModel, reps: int = 10, warmup: int = 2) -> float:
     """Median wall time of one forward pass at batch 1 on the CPU (accelvit.metrics.time_model)."""
+    return time_alone(lm, reps=reps, warmup=warmup).median_ms
+
+
+def time_alone(lm: LoadedModel, reps: int = 10, warmup: int = 2):
+    """:class:`accelvit.metrics.LatencyStats` of one forward pass at batch 1 on the CPU."""
     from ..metrics import time_model
 
-    return float(time_model(lm.model, (3, lm.img_size, lm.img_size), batch_size=1, device="cpu",
-                            warmup=warmup, reps=reps).median_ms)
+    return time_model(lm.model, (3, lm.img_size, lm.img_size), batch_size=1, device="cpu", warmup=warmup, reps=reps)
 
 
-def latencies(models: dict[str, LoadedModel], reps: int = 20, warmup: int = 3) -> tuple[dict[str, float], float | None]:
-    """Median batch-1 CPU latency (ms) of each model and the paired speedup baseline / pruned.
+@dataclass
+class Timing:
+    """How the page's models were timed and what came out: one figure per model, the same for every image.
+
+    ``ms`` is the median batch-1 latency per model label and ``spread`` its 25th-75th percentile
+    range; ``speedup`` is the paired speedup baseline / pruned (None for a lone model). The
+    remaining fields are facts about the models that explain a speedup below 1.
+    """
+
+    ms: dict[str, float]
+    spread: dict[str, tuple[float, float]]
+    speedup: float | None
+    device: str                          # accelvit.utils.device_description, e.g. "cpu (4 threads, 8 cores)"
+    reps: int
+    warmup: int
+    interleaved: bool
+    batch_size: int = 1
+    baseline_flops: int | None = None    # dense FLOPs per image (FlopCounterMode, 2 x MACs)
+    flop_ratio: float | None = None      # baseline / pruned dense FLOPs
+    lowrank_layers: int = 0              # LowRankLinear modules in the pruned model
+    zero_fraction: float = 0.0           # share of zeros in the pruned model's linear weights
+
+    def how(self) -> str:
+        """One sentence: where and how the figures were measured."""
+        if self.interleaved:
+            method = (f"median of {self.reps} interleaved repetitions (baseline and pruned alternating, after "
+                      f"{self.warmup} warm-up pairs)")
+        else:
+            method = f"median of {self.reps} repetitions after {self.warmup} warm-up passes"
+        return (f"Timed on {self.device} at batch {self.batch_size}: {method}. One forward pass per model, "
+                "measured once for this run; it is the same for every image below.")
+
+
+def linear_facts(model: torch.nn.Module) -> tuple[int, float]:
+    """``(LowRankLinear modules, share of zero weights over all nn.Linear layers)`` of a model."""
+    from ..layers import LowRankLinear
+
+    lowrank = sum(isinstance(m, LowRankLinear) for m in model.modules())
+    total = zeros = 0
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear):
+            w = m.weight.detach()
+            total += w.numel()
+            zeros += w.numel() - int(torch.count_nonzero(w))
+    return lowrank, (zeros / total if total else 0.0)
+
+
+def latencies(models: dict[str, LoadedModel], reps: int = 20, warmup: int = 3) -> Timing:
+    """Median batch-1 CPU latency of each model, the paired speedup baseline / pruned, and how it was timed.
 
     With both a baseline and a pruned model they are timed interleaved by
     :func:`accelvit.metrics.compare`, so machine noise hits both alike; a lone model is timed alone.
     """
     from ..metrics import compare
+    from ..utils import device_description
 
     b, p = models.get("baseline"), models.get("pruned")
+    lowrank, zeros = linear_facts(p.model) if p is not None else (0, 0.0)
     if b is not None and p is not None and b.img_size == p.img_size:
         c = compare(b.model, p.model, (3, b.img_size, b.img_size), device="cpu", batch_sizes=(1,), warmup=warmup,
                     reps=reps)
         pt = c.point(1)
-        return {"baseline": pt.baseline.median_ms, "pruned": pt.pruned.median_ms}, pt.paired_speedup
-    return {k: latency_ms(v, reps=reps, warmup=warmup) for k, v in models.items()}, None
+        stats = {"baseline": pt.baseline, "pruned": pt.pruned}
+        return Timing(ms={k: v.median_ms for k, v in stats.items()},
+                      spread={k: (v.p25_ms, v.p75_ms) for k, v in stats.items()}, speedup=pt.paired_speedup,
+                      device=c.device_name, reps=reps, warmup=warmup, interleaved=True,
+                      baseline_flops=c.baseline_flops, flop_ratio=c.flop_ratio, lowrank_layers=lowrank,
+                      zero_fraction=zeros)
+    stats = {k: time_alone(v, reps=reps, warmup=warmup) for k, v in models.items()}
+    return Timing(ms={k: v.median_ms for k, v in stats.items()},
+                  spread={k: (v.p25_ms, v.p75_ms) for k, v in stats.items()}, speedup=None,
+                  device=device_description("cpu"), reps=reps, warmup=warmup, interleaved=False,
+                  lowrank_layers=lowrank, zero_fraction=zeros)
+
+
+def explain_speedup(t: Timing) -> str | None:
+    """Why the pruned model is not faster here, from what is known about the models and the timing.
+
+    None unless there is a paired speedup below 1. Each reason is stated only when it applies:
+    overhead at batch 1, low-rank layers (two matmuls), IHT zeros (dense kernels multiply them),
+    overlapping timing spreads (noise).
+    """
+    if t.speedup is None or t.speedup >= 1.0:
+        return None
+    on = "a CPU" if t.device.startswith("cpu") else "a GPU" if t.device.startswith(("cuda", "mps")) else t.device
+    reasons = []
+    size = f" ({t.baseline_flops / 1e6:,.1f} MFLOPs per image for the baseline)" if t.baseline_flops else ""
+    small = t.baseline_flops is not None and t.baseline_flops < 1e9
+    work = ("calling each operator (Python, PyTorch dispatch, memory moves) rather than arithmetic" if on == "a CPU"
+            else "launching each kernel rather than arithmetic; small kernels do not fill the device")
+    if t.flop_ratio is not None and t.flop_ratio > 1.0:
+        gain = f"so the pruned model's {t.flop_ratio:.2f}x fewer dense FLOPs barely show up as time"
+    else:
+        gain = "and the pruned model does not have fewer dense FLOPs to begin with"
+    reasons.append(f"At batch {t.batch_size} on {on}, a model {'this small' if small else 'of this size'}{size} is "
+                   f"{'mostly' if small else 'partly'} overhead-bound: the time goes to {work}, {gain}.")
+    if t.lowrank_layers:
+        reasons.append(f"{t.lowrank_layers} linear layer{'s are' if t.lowrank_layers != 1 else ' is'} low-rank: "
+                       "two smaller matrices, so two matrix multiplications instead of one, an extra operator call "
+                       "per layer that at this size can cost more time than the smaller matrices save.")
+    if t.zero_fraction >= 0.01:
+        reasons.append(f"{t.zero_fraction:.0%} of the pruned model's linear weights are zeros (IHT sparsity), but the "
+                       "dense kernels used here multiply zeros like any other number; only sparse kernels or "
+                       "hardware would skip them (the effective FLOPs on the Results page count what that could "
+                       "save).")
+    (b0, b1), (p0, p1) = t.spread.get("baseline", (0.0, 0.0)), t.spread.get("pruned", (0.0, 0.0))
+    if b1 > 0 and p1 > 0 and p0 <= b1 and b0 <= p1:
+        reasons.append(f"The middle halves of the timings overlap (baseline {b0:.2f}-{b1:.2f} ms, pruned "
+                       f"{p0:.2f}-{p1:.2f} ms), so part of the gap is timing noise.")
+    return (f"Why the speedup is below 1x ({t.speedup:.2f}x, the pruned model ran slower here): " + " ".join(reasons)
+            + " The smaller FLOP and size counts are still real; they are likelier to show as time at larger "
+              "batches or inputs, where arithmetic outweighs overhead.")
+
+
+# ----------------------------------------------------------------------------- predictions and marks
+def top1(top: pd.DataFrame) -> str:
+    """The predicted class (rank 1) of a :func:`predict` table."""
+    return str(top["class"].iloc[0])
+
+
+def is_right(top: pd.DataFrame, true: str | None, class_names: list[str]) -> bool | None:
+    """Whether the top-1 prediction is the true class; None when that cannot be judged (no true class,
+    e.g. an upload, or a true class that is not one of the model's classes)."""
+    if true is None or str(true) not in {str(c) for c in class_names}:
+        return None
+    return top1(top) == str(true)
+
+
+def mark(right: bool | None) -> str:
+    """A Markdown mark (Streamlit material icon in colour, no emoji): right, wrong, or nothing."""
+    if right is None:
+        return ""
+    return ":green[:material/check_circle: right]" if right else ":red[:material/cancel: wrong]"
+
+
+def tally(verdicts: list[dict[str, bool | None]], labels: list[str]) -> dict[str, tuple[int, int]]:
+    """``{label: (right, judged)}`` over the images: how many each model got right out of those judged."""
+    out = {}
+    for label in labels:
+        judged = [v[label] for v in verdicts if v.get(label) is not None]
+        out[label] = (sum(bool(x) for x in judged), len(judged))
+    return out
 
 
 def dataset_examples(data_config: dict[str, Any], n: int = 8, seed: int = 0) -> list[tuple[Image.Image, str]]:
@@ -163,5 +332,7 @@ def dataset_examples(data_config: dict[str, Any], n: int = 8, seed: int = 0) -> 
     return out
 
 
-__all__ = ["MAX_IMAGE_BYTES", "InputError", "LoadedModel", "dataset_examples", "latencies", "latency_ms",
-           "load_model", "predict", "preprocess", "read_upload", "run_model_paths", "weights_mtime"]
+__all__ = ["IMAGE_MIME_TYPES", "IMAGE_TYPES", "MAX_IMAGE_BYTES", "InputError", "LoadedModel", "Timing",
+           "dataset_examples", "explain_speedup", "is_right", "latencies", "latency_ms", "linear_facts", "load_model",
+           "mark", "predict", "preprocess", "read_upload", "run_model_paths", "tally", "time_alone", "top1",
+           "weights_mtime"]
