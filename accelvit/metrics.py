@@ -42,7 +42,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -623,6 +623,9 @@ class Comparison:
     baseline_params: int
     pruned_params: int
     points: list[ComparePoint]
+    warmup: int = 0
+    budget_s: float | None = None
+    method: str = "interleaved: baseline and pruned alternate (A,B then B,A) in one process"
 
     def point(self, batch_size: int) -> ComparePoint:
         for p in self.points:
@@ -637,14 +640,25 @@ class Comparison:
 
 
 def compare(baseline: nn.Module, pruned: nn.Module, input_size: InputSize = None, device: str | torch.device = "cpu",
-            batch_sizes: Sequence[int] = (1, 64), warmup: int = 3, reps: int = 10,
-            num_threads: int | None = None) -> Comparison:
+            batch_sizes: Sequence[int] = (1, 64), warmup: int = 3, reps: int | Mapping[int, int] = 10,
+            num_threads: int | None = None, budget_s: float | None = None, max_reps: int = 200) -> Comparison:
     """Time ``baseline`` and ``pruned`` interleaved (A,B then B,A, alternating) in this process.
 
     Machine noise (other processes, frequency changes) then hits both models alike; the
-    speedups are ratios of medians over ``reps`` pairs after ``warmup`` pairs, per batch size.
+    speedups are ratios of medians over the timed pairs after ``warmup`` pairs, per batch size.
+
+    Args:
+        reps: timed pairs per batch size: one number for all, or ``{batch_size: pairs}``
+            (a batch size missing from the mapping gets its smallest value).
+        num_threads: torch CPU threads while timing (default: leave as is); recorded.
+        budget_s: when given, more pairs are timed while they fit in about this many seconds
+            per batch size (estimated from the warm-up pairs), never fewer than ``reps`` and
+            never more than ``max_reps``. Each point's ``reps`` says how many were timed.
     """
-    _check_reps(warmup, reps)
+    per_batch = dict(reps) if isinstance(reps, Mapping) else {}
+    default_reps = min(per_batch.values()) if per_batch else int(reps)  # type: ignore[arg-type]
+    for n in [default_reps, *per_batch.values()]:
+        _check_reps(warmup, n)
     dev = resolve_device(device)
     shape = resolve_input_size(baseline, input_size)
     prev_threads = torch.get_num_threads()
@@ -657,12 +671,17 @@ def compare(baseline: nn.Module, pruned: nn.Module, input_size: InputSize = None
         with _eval(a), _eval(b), torch.inference_mode():
             for bs in batch_sizes:
                 x = torch.randn(bs, *shape, device=dev)
+                pair_s: list[float] = []
                 for _ in range(warmup):
-                    _time_once(a, x)
-                    _time_once(b, x)
+                    pair_s.append(_time_once(a, x) + _time_once(b, x))
+                n = per_batch.get(bs, default_reps)
+                if budget_s and pair_s:
+                    pair = min(pair_s)  # the first warm-up pairs are the slowest
+                    fits = int(budget_s / pair) if pair > 0 else max_reps
+                    n = max(n, min(max_reps, fits))
                 ta: list[float] = []
                 tb: list[float] = []
-                for i in range(reps):
+                for i in range(n):
                     if i % 2 == 0:
                         ta.append(_time_once(a, x))
                         tb.append(_time_once(b, x))
@@ -672,12 +691,12 @@ def compare(baseline: nn.Module, pruned: nn.Module, input_size: InputSize = None
                 sa, sb = LatencyStats.from_times(bs, ta, warmup), LatencyStats.from_times(bs, tb, warmup)
                 points.append(ComparePoint(bs, sa, sb, speedup=sa.median_ms / sb.median_ms,
                                            paired_speedup=statistics.median(x_ / y_ for x_, y_ in zip(ta, tb))))
-                log.info("compare b=%d: %.2f ms vs %.2f ms, speedup %.2fx", bs, sa.median_ms, sb.median_ms,
-                         points[-1].speedup)
+                log.info("compare b=%d: %.2f ms vs %.2f ms, speedup %.2fx (%d pairs)", bs, sa.median_ms,
+                         sb.median_ms, points[-1].speedup, n)
         return Comparison(input_size=tuple(shape), device=str(dev), device_name=device_description(dev),
                           num_threads=torch.get_num_threads(), baseline_flops=fa, pruned_flops=fb,
                           flop_ratio=fa / fb if fb else float("inf"), baseline_params=param_counts(a)[0],
-                          pruned_params=param_counts(b)[0], points=points)
+                          pruned_params=param_counts(b)[0], points=points, warmup=warmup, budget_s=budget_s)
     finally:
         torch.set_num_threads(prev_threads)
 

@@ -24,7 +24,10 @@ accelvit rows execute. Its seams, for callers and tests (no private methods to p
 - ``overrides``: ``{stage: fn(experiment) -> info dict}`` replaces a stage; the default of
   each is the public method ``Experiment.stage_<name>``, so a wrapper can call through;
 - ``measure_cost``: ``fn(model, device) -> dict`` replaces the FLOP / size / latency
-  measurement (``accelvit.metrics.measure``) of the measured stages;
+  measurement (``accelvit.metrics.measure``) of the measured stages; by default the ``pruned``
+  and ``after`` models are timed interleaved with the baseline (``accelvit.metrics.compare``,
+  see ``Experiment.latency_comparison`` and ``LatencyPlan``), so their ``speedup_b1`` /
+  ``speedup_batch`` come from one comparison, never from two timings minutes apart;
 - ``model_dir``: where ``save`` writes the model (default ``<artifact_dir>/model``).
 
 Everything it does is told through ``on_event(event)`` (``accelvit.experiment.events``);
@@ -53,7 +56,7 @@ from ..data import load_data
 from ..distill import DistillLoss
 from ..errors import Cancelled, ConfigError, ModelError
 from ..fileio import to_jsonable
-from ..metrics import measure
+from ..metrics import compare, measure
 from ..models import build_model, model_spec
 from ..prune import make_iht_hook, prune
 from ..prune.structure import is_pruned
@@ -68,6 +71,25 @@ log = logging.getLogger(__name__)
 
 StageFn = Callable[["Experiment"], "dict[str, Any] | None"]
 MeasureCost = Callable[[torch.nn.Module, torch.device], "dict[str, Any]"]
+
+
+#: Stages whose model is timed interleaved with the baseline (when ``measure_latency`` is on).
+INTERLEAVED_STAGES = ("pruned", "after")
+
+
+@dataclass(frozen=True)
+class LatencyPlan:
+    """How a run times latency: ``warmup`` untimed pairs, then at least ``reps_b1`` timed pairs at
+    batch 1 and ``reps_batch`` at ``batch_size`` (models timed alone: ``warmup`` + ``reps_batch``
+    passes per batch size); with ``budget_s``, more pairs while they fit in about that many
+    seconds per batch size, up to ``max_reps`` (cheap models get tighter medians for free)."""
+
+    warmup: int = 3
+    reps_b1: int = 20
+    reps_batch: int = 5
+    batch_size: int = 64
+    budget_s: float | None = 1.0
+    max_reps: int = 100
 
 
 @dataclass
@@ -220,7 +242,8 @@ class Experiment:
             mean, std = self._model_normalisation()
             if mean is not None and std is not None:
                 data_cfg = dataclasses.replace(data_cfg, mean=tuple(mean), std=tuple(std))
-        return self.use_data(load_data(data_cfg))
+        report = self.generic_progress("data")
+        return self.use_data(load_data(data_cfg, progress=lambda f, msg: report({"fraction": f, "message": msg})))
 
     def use_data(self, data: Any) -> dict[str, Any]:
         """Take a loaded data bundle (``accelvit.data.load_data``); the data stage's info."""
@@ -296,6 +319,11 @@ class Experiment:
         return model, info
 
     # ------------------------------------------------------------------ measuring
+    #: How latency is timed (``config.measure_latency``); a test or a caller may replace it.
+    latency_plan: LatencyPlan = LatencyPlan()
+    #: torch CPU threads every timing of this run uses: the count when the first stage was measured.
+    latency_threads: int | None = None
+
     def measure_stage(self, stage: str, model: torch.nn.Module) -> dict[str, Any]:
         """Evaluate + measure ``model``; records ``metrics[stage]`` and emits a Metrics event."""
         dev = self.device
@@ -312,11 +340,25 @@ class Experiment:
         return {k: v for k, v in metrics.items() if k != "per_class"}
 
     def measure_cost(self, model: torch.nn.Module, dev: torch.device) -> dict[str, Any]:
-        """FLOPs, parameters, nonzeros, bytes on disk and (optionally) latency; the per-layer table as a CSV."""
-        m = measure(model, input_size=tuple(self.data.input_size), device=str(dev),
-                    latency=self.cfg.measure_latency)
+        """FLOPs, parameters, nonzeros, bytes on disk and (optionally) latency; the per-layer table as a CSV.
+
+        With ``config.measure_latency``, the pruned model of the ``pruned`` and ``after`` stages is
+        timed interleaved with the baseline (:meth:`latency_comparison`): its latencies are that
+        comparison's medians and ``speedup_b1`` / ``speedup_batch`` its ratios. Other stages (and
+        a run whose baseline cannot be had again) time the model alone.
+        """
+        if self.latency_threads is None:
+            self.latency_threads = torch.get_num_threads()
+        plan = self.latency_plan
+        timed = self.cfg.measure_latency
+        interleave = timed and self._stage in INTERLEAVED_STAGES
+        m = measure(model, input_size=tuple(self.data.input_size), device=str(dev), latency=timed and not interleave,
+                    batch_size=plan.batch_size, warmup=plan.warmup, reps=plan.reps_batch,
+                    num_threads=self.latency_threads)
         d = m.to_dict()
         d.pop("layers", None)  # per-layer table: an artifact (layers_<stage>.csv), not a metric
+        if interleave:
+            d.update(self.latency_comparison(model, dev))
         layers = getattr(m, "layers", None)
         if layers is not None and self.artifact_dir is not None and self._stage is not None:
             path = self.artifact_dir / f"layers_{self._stage}.csv"
@@ -324,6 +366,53 @@ class Experiment:
             self.artifacts[f"layers_{self._stage}"] = str(path)
             self.emit(Artifact(name=f"layers_{self._stage}", path=str(path), type="csv", stage=self._stage))
         return d
+
+    def timing_baseline(self) -> tuple[torch.nn.Module | None, str]:
+        """The unpruned baseline to time against: the one still held (a run with a control stage),
+        the distillation teacher's copy, else reloaded from ``baseline_info["path"]`` (the cache
+        entry or the given checkpoint). ``(None, why)`` when none can be had."""
+        if self.baseline_model is not None:
+            return self.baseline_model, "held"
+        if self.teacher is not None:
+            return self.teacher, "teacher"
+        path = (self.baseline_info or {}).get("path")
+        if not path:
+            return None, "the baseline was not saved anywhere it could be reloaded from"
+        try:
+            model, _ = serialize.load(path, device="cpu")
+        except Exception as exc:  # any failure: fall back to timing the pruned model alone
+            return None, f"the baseline could not be reloaded from {path} ({describe_error(exc)})"
+        return model, "reloaded"
+
+    def latency_comparison(self, model: torch.nn.Module, dev: torch.device) -> dict[str, Any]:
+        """Time the baseline and ``model`` interleaved (:func:`accelvit.metrics.compare`) with
+        :attr:`latency_plan`, threads pinned to :attr:`latency_threads`; the stage's latency and
+        speedup metrics. Falls back to timing ``model`` alone (``speedup_method: "separate"``)."""
+        plan = self.latency_plan
+        baseline, source = self.timing_baseline()
+        if baseline is None:
+            self.warn(f"The {self._stage} latency is timed alone, not interleaved with the baseline: {source}. "
+                      "Its speedup is the ratio of two separate timings.")
+            m = measure(model, input_size=tuple(self.data.input_size), device=str(dev), batch_size=plan.batch_size,
+                        warmup=plan.warmup, reps=plan.reps_batch, thop=False, size=False,
+                        num_threads=self.latency_threads)
+            d = {k: v for k, v in m.to_dict().items() if k.startswith(("latency_", "images_per_s_"))}
+            return {**d, "speedup_method": "separate", "speedup_note": source}
+        c = compare(baseline, model, input_size=tuple(self.data.input_size), device=str(dev),
+                    batch_sizes=tuple(dict.fromkeys((1, plan.batch_size))), warmup=plan.warmup,
+                    reps={plan.batch_size: plan.reps_batch, 1: plan.reps_b1}, num_threads=self.latency_threads,
+                    budget_s=plan.budget_s, max_reps=plan.max_reps)
+        del baseline  # a reloaded copy is freed here
+        b1, bb = c.point(1), c.point(plan.batch_size)
+        out: dict[str, Any] = {"speedup_method": "interleaved", "baseline_for_timing": source,
+                               "latency_compare": c.to_dict(), "device": c.device, "device_name": c.device_name,
+                               "num_threads": c.num_threads}
+        for label, p in (("b1", b1), ("batch", bb)):
+            out.update({f"latency_ms_{label}": p.pruned.median_ms, f"latency_{label}": dataclasses.asdict(p.pruned),
+                        f"images_per_s_{label}": p.pruned.images_per_s, f"speedup_{label}": p.speedup,
+                        f"paired_speedup_{label}": p.paired_speedup,
+                        f"baseline_latency_ms_{label}": p.baseline.median_ms})
+        return out
 
     def stage_before(self) -> dict[str, Any]:
         return self.measure_stage("before", self.baseline_model)

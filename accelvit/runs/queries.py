@@ -5,9 +5,14 @@ before/after computation.
 ``*_frame`` builders here. Everything else is a pure function of frames, so it is tested on
 hand-made ones:
 
-- :func:`ratio_to_before` is *the* before/after computation: every ratio, reduction and
-  speedup shown anywhere (``metrics_df``'s ratio columns, the Home table, the speedup chart,
-  the live summary, ``accelvit runs``) is a value divided by the same run's ``before`` value.
+- :func:`ratio_to_before` is *the* before/after computation: every ratio and reduction shown
+  anywhere (``metrics_df``'s ratio columns, the Home table, the live summary, ``accelvit runs``)
+  is a value divided by the same run's ``before`` value.
+- :func:`add_speedups` is the one speedup computation: a stage's stored ``speedup_b1`` /
+  ``speedup_batch`` when the run timed it interleaved with the baseline (``speedup_method ==
+  "interleaved"``, :func:`accelvit.metrics.compare`); otherwise (runs stored by older versions,
+  a baseline that could not be reloaded, the control stage) the ratio of two separate timings,
+  marked ``speedup_method == "separate"`` so that pages can say so.
 - :func:`run_to_watch` decides which run a live view follows (Home and Experiment pages).
 """
 
@@ -102,12 +107,45 @@ def run_metrics(run: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame.from_records(rows, columns=None if rows else ["run_id", "name", "stage"])
 
 
+#: ``speedup_method`` values: timed interleaved with the baseline, from two separate timings, the baseline itself.
+INTERLEAVED, SEPARATE, BASELINE = "interleaved", "separate", "baseline"
+
+
+def add_speedups(df: pd.DataFrame) -> pd.DataFrame:
+    """``speedup_b1`` / ``speedup_batch`` (baseline latency / this stage's) and ``speedup_method``
+    per row, in place; returns ``df``. Idempotent.
+
+    A row whose run stored an interleaved comparison (``speedup_method == "interleaved"`` and a
+    ``speedup_b1``) keeps its stored speedups. Any other row gets ``before`` latency / its own
+    latency, two separate timings, and ``speedup_method`` ``"separate"`` (``"baseline"`` on the
+    ``before`` row itself, NaN where no speedup can be had).
+    """
+    if df is None:
+        return df
+    method = df["speedup_method"] if "speedup_method" in df.columns else pd.Series(None, index=df.index, dtype=object)
+    stored_b1 = _num(df["speedup_b1"]) if "speedup_b1" in df.columns else pd.Series(float("nan"), index=df.index)
+    interleaved = (method == INTERLEAVED) & stored_b1.notna()
+    derived = {}
+    for col, lat in (("speedup_b1", "latency_ms_b1"), ("speedup_batch", "latency_ms_batch")):
+        stored = _num(df[col]) if col in df.columns else pd.Series(float("nan"), index=df.index)
+        derived[col] = 1.0 / ratio_to_before(df, lat)
+        df[col] = stored.where(interleaved, derived[col])
+    is_before = (df["stage"] == BEFORE) if "stage" in df.columns else pd.Series(False, index=df.index)
+    out = pd.Series(None, index=df.index, dtype=object)
+    out[derived["speedup_b1"].notna() | derived["speedup_batch"].notna()] = SEPARATE
+    out[is_before] = BASELINE
+    out[interleaved] = INTERLEAVED
+    df["speedup_method"] = out
+    return df
+
+
 def add_ratios(df: pd.DataFrame) -> pd.DataFrame:
-    """``metrics_df``'s comparisons to the same run's ``before`` row (in place; returns ``df``)."""
+    """``metrics_df``'s comparisons to the same run's ``before`` row and the speedups of
+    :func:`add_speedups` (in place; returns ``df``)."""
     df["flops_ratio"] = ratio_to_before(df, "effective_flops")
     df["params_ratio"] = ratio_to_before(df, "nonzero_params")
     df["size_ratio"] = ratio_to_before(df, "size_sparse_bytes", "size_dense_bytes")
-    df["speedup_b1"] = 1.0 / ratio_to_before(df, "latency_ms_b1")
+    add_speedups(df)
     df["top1_delta"] = df["top1"] - before_value(df, "top1")
     return df
 

@@ -21,7 +21,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..runs.queries import AFTER, BEFORE, stage_ratios
+from ..runs.queries import AFTER, BEFORE, INTERLEAVED, add_speedups, stage_ratios
 
 #: x-axis choices of the accuracy trade-off chart: column -> (axis title, how it was measured).
 TRADEOFF_METRICS: dict[str, tuple[str, str]] = {
@@ -198,52 +198,123 @@ def tradeoff_figure(metrics: pd.DataFrame, x: str = "effective_flops", title: st
     return fig
 
 
+SPEEDUP_POINT_COLUMNS = ["run_id", "name", "dense_reduction", "effective_reduction", "speedup_b1", "speedup_batch",
+                         "speedup_method", "device", "device_name", "why_slower"]
+
+
 def speedup_points(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Per run with a before and an after row: FLOP reduction factors and measured speedups
-    (before / after, from :func:`accelvit.runs.queries.stage_ratios`)."""
-    cols = ["run_id", "name", "dense_reduction", "effective_reduction", "speedup_b1", "speedup_batch"]
+    """Per run with a before and an after row: FLOP reduction factors (before / after, from
+    :func:`accelvit.runs.queries.stage_ratios`) and the measured speedups of the after row
+    (:func:`accelvit.runs.queries.add_speedups`: the stored interleaved comparison, else two
+    separate timings, as ``speedup_method`` says), the device they were timed on, and, where
+    the speedup is below 1, why (:func:`slower_reasons`)."""
+    cols = SPEEDUP_POINT_COLUMNS
     if metrics is None or metrics.empty:
         return pd.DataFrame(columns=cols)
-    measured = {"dense_flops": "dense_reduction", "effective_flops": "effective_reduction",
-                "latency_ms_b1": "speedup_b1", "latency_ms_batch": "speedup_batch"}
-    r = stage_ratios(metrics, [c for c in measured if c in metrics.columns])
+    r = stage_ratios(metrics, [c for c in ("dense_flops", "effective_flops") if c in metrics.columns])
     if r.empty:
         return pd.DataFrame(columns=cols)
+    m = add_speedups(metrics.copy())
+    after = m[m["stage"] == AFTER].drop_duplicates("run_id").set_index("run_id").reindex(r.index)
     out = pd.DataFrame({"run_id": r.index, "name": r["name"].to_numpy()})
-    for c, name in measured.items():  # factors before / after: the inverse of after / before
-        out[name] = 1.0 / r[c].to_numpy() if c in r else np.nan
+    for c, name in (("dense_flops", "dense_reduction"), ("effective_flops", "effective_reduction")):
+        out[name] = 1.0 / r[c].to_numpy() if c in r else np.nan  # factors before / after
+    for c in ("speedup_b1", "speedup_batch"):
+        out[c] = _num(after[c]).to_numpy()
+    for c in ("speedup_method", "device", "device_name"):
+        out[c] = after[c].to_numpy() if c in after else None
+    out["why_slower"] = [" ".join(slower_reasons(row)) if _num(pd.Series([row.get("speedup_b1")]))[0] < 1 else ""
+                         for row in after.reset_index().to_dict("records")]
     return out[cols]
 
 
+def _flag(value: Any) -> bool:
+    """A config value that switches something on (a ratio > 0, a set energy, True)."""
+    if value is None or value is False:
+        return False
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return bool(value)
+    return math.isfinite(v) and v > 0
+
+
+def slower_reasons(row: Any) -> list[str]:
+    """Why a pruned model can time slower than its baseline (a speedup below 1), for one
+    ``metrics_df`` row: only the reasons that apply to what the run did (its prune config and
+    its FLOPs), and the timing spread when it covers the difference."""
+    get = row.get if hasattr(row, "get") else (lambda k, d=None: getattr(row, k, d))
+    cpu = str(get("device") or "cpu").startswith("cpu")
+    out = []
+    if _flag(get("rank_ratio")) or _flag(get("energy")):
+        out.append("SVD replaced each factorised linear layer by two thinner ones: two matrix products where "
+                   "there was one, and at these sizes the extra call and memory pass can cost more than the "
+                   "FLOPs saved.")
+    if _flag(get("head_ratio")) or _flag(get("mlp_ratio")) or _flag(get("target_flops")):
+        out.append("Fewer heads and a narrower MLP make smaller matrices, which keep the "
+                   + ("CPU's vector units" if cpu else "GPU") + " less busy; at batch 1 the time is mostly "
+                   "per-operation overhead (norms, reshapes, " + ("thread hand-offs" if cpu else "kernel launches")
+                   + ") that pruning does not remove.")
+    if _flag(get("sparsity")):
+        out.append("IHT zeros are still multiplied: dense kernels do not skip them, so sparsity lowers the "
+                   "effective FLOPs but not the time.")
+    if not out:
+        out.append("Nothing in this run makes the dense computation smaller.")
+    return out
+
+
 def speedup_figure(metrics: pd.DataFrame, height: int = 400) -> go.Figure:
-    """Measured speedup (batch 1 latency, before / after) against the FLOP reduction factor.
+    """Measured speedup (batch 1, baseline / pruned latency) against the FLOP reduction factor.
 
     Two traces share the y: the dense and the effective FLOP reduction; the ``ideal`` line is
-    speedup = reduction. Dense kernels cannot turn zeros into speed, so the effective points
-    usually sit far right of the measured speedup.
+    speedup = reduction and the ``no speedup`` line y = 1. Speedups come from the interleaved
+    comparison each run stored (filled markers); runs from older versions only have two
+    separate timings (open markers, said in the hover). The title names the device(s). Dense
+    kernels cannot turn zeros into speed, so the effective points usually sit far right.
     """
     pts = speedup_points(metrics).dropna(subset=["speedup_b1"])
+    devices = sorted({str(d) for d in pts["device_name"].dropna()} or {str(d) for d in pts["device"].dropna()})
     fig = go.Figure()
-    hover = "%{customdata[0]}<br>FLOPs / %{x:.2f}<br>speedup x%{y:.2f}<extra></extra>"
+    pts = pts.assign(how=[("timed interleaved with the baseline" if m == INTERLEAVED else
+                           "from two separate timings (run stored before interleaved timing)")
+                          for m in pts["speedup_method"]],
+                     where=[str(d or dv or "?") for d, dv in zip(pts["device_name"], pts["device"])],
+                     why=[("<br>below 1: the pruned model is slower here.<br>" + _wrap(w)) if w else ""
+                          for w in pts["why_slower"]])
+    hover = ("%{customdata[0]}<br>FLOPs / %{x:.2f}<br>speedup x%{y:.2f} on %{customdata[2]}<br>%{customdata[3]}"
+             "%{customdata[4]}<extra></extra>")
     for col, name, symbol in (("dense_reduction", "vs dense FLOP reduction", "circle"),
                               ("effective_reduction", "vs effective FLOP reduction", "diamond")):
         s = pts.dropna(subset=[col])
+        symbols = [symbol if m == INTERLEAVED else f"{symbol}-open" for m in s["speedup_method"]]
         fig.add_trace(go.Scatter(x=s[col].tolist(), y=s["speedup_b1"].tolist(), mode="markers", name=name,
-                                 marker=dict(symbol=symbol, size=11),
-                                 customdata=s[["name", "run_id"]].values.tolist(), hovertemplate=hover))
+                                 marker=dict(symbol=symbols, size=11),
+                                 customdata=s[["name", "run_id", "where", "how", "why"]].values.tolist(),
+                                 hovertemplate=hover))
     hi = max([1.0, *pts["dense_reduction"].dropna().tolist(), *pts["effective_reduction"].dropna().tolist(),
               *pts["speedup_b1"].dropna().tolist()]) * 1.1
     fig.add_trace(go.Scatter(x=[1.0, hi], y=[1.0, hi], mode="lines", name="ideal (speedup = reduction)",
                              line=dict(color="#8c959f", dash="dot"), hoverinfo="skip"))
-    fig.update_layout(title="Measured speedup (batch 1) vs FLOP reduction", height=height,
+    fig.add_hline(y=1.0, line=dict(color="#cf222e", width=1, dash="dash"), annotation_text="no speedup",
+                  annotation_position="bottom right")
+    on = f" on {', '.join(devices)}" if devices else ""
+    fig.update_layout(title=f"Measured speedup (batch 1){on} vs FLOP reduction", height=height,
                       margin=dict(l=10, r=10, t=50, b=10),
                       legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
                       xaxis=dict(title="FLOP reduction (before / after)"),
-                      yaxis=dict(title="speedup (latency before / after)"))
+                      yaxis=dict(title="speedup (baseline / pruned latency)", rangemode="tozero"),
+                      meta={"devices": devices})
     if pts.empty:
         fig.add_annotation(text="No run with latency measured before and after", showarrow=False,
                            xref="paper", yref="paper", x=0.5, y=0.5)
     return fig
+
+
+def _wrap(text: str, width: int = 60) -> str:
+    """Line breaks (``<br>``) for Plotly hover text."""
+    import textwrap
+
+    return "<br>".join(textwrap.wrap(text, width))
 
 
 # ----------------------------------------------------------------------------- live progress
