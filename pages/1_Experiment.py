@@ -3,6 +3,7 @@
 import json
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from accelvit.errors import AccelvitError, InputError
 from accelvit.models import SCRATCH_CONFIGS, list_models
@@ -27,6 +28,8 @@ st.caption("Train (or load) a baseline, prune it, finetune it, and measure both.
            "launching; messages appear under the field.")
 
 slots: dict = {}
+# Number fields start from the session's values (the defaults above) but use value=None, so that an
+# emptied field reads as None (an error on that field) instead of silently becoming its minimum.
 
 
 def slot(name: str) -> None:
@@ -43,14 +46,14 @@ with st.container(border=True):
                                on_change=lambda: ss.__setitem__(P + "data.augment", ss[P + "data.dataset"] != "digits"))
         slot("data.dataset")
     with c2:
-        st.number_input("Image size (px)", min_value=8, max_value=1024, step=8, key=P + "data.img_size",
+        st.number_input("Image size (px)", min_value=8, max_value=1024, step=8, value=None, key=P + "data.img_size",
                         help="Square input size; scratch Swin configs need a multiple of patch x window.")
         slot("data.img_size")
     with c3:
-        st.number_input("Batch size", min_value=1, max_value=4096, step=16, key=P + "data.batch_size")
+        st.number_input("Batch size", min_value=1, max_value=4096, step=16, value=None, key=P + "data.batch_size")
         slot("data.batch_size")
     with c4:
-        st.number_input("Training subset (0 = all images)", min_value=0, step=100, key=P + "data.subset")
+        st.number_input("Training subset (0 = all images)", min_value=0, step=100, value=None, key=P + "data.subset")
         slot("data.subset")
     st.checkbox("Augment (random crop, + flip except digits)", key=P + "data.augment",
                 help="Helps on CIFAR-10, Caltech-101 and photo folders; on the tiny digits it slows training down.")
@@ -85,6 +88,12 @@ with st.container(border=True):
         with m2:
             w = st.radio("Weights", list(forms.TIMM_WEIGHTS), format_func=forms.TIMM_WEIGHTS.get,
                          key=P + "timm_weights")
+        if w == "pretrained":
+            st.caption("Downloaded from huggingface.co when the run starts: without network access the run fails. "
+                       "Offline, upload the weights file or give its path instead.")
+        elif w == "path":
+            st.text_input("Weights file path", key=P + "timm_weights_path",
+                          placeholder="/path/to/model.safetensors (or a .pth state dict)")
         if w == "upload":
             up = st.file_uploader("Weights file", key=P + "weights_file",
                                   help="A .safetensors file, or a torch state dict (.pth) loaded with weights_only.")
@@ -105,18 +114,18 @@ with st.container(border=True):
     st.markdown("#### Training")
     t1, t2, t3, t4, t5 = st.columns(5)
     with t1:
-        st.number_input("Baseline epochs", min_value=0, max_value=1000, key=P + "train.epochs")
+        st.number_input("Baseline epochs", min_value=0, max_value=1000, value=None, key=P + "train.epochs")
         slot("train.epochs")
     with t2:
         st.number_input("Baseline learning rate", min_value=0.0, max_value=10.0, format="%.5f", step=1e-4,
-                        key=P + "train.lr")
+                        value=None, key=P + "train.lr")
         slot("train.lr")
     with t3:
-        st.number_input("Finetune epochs", min_value=0, max_value=1000, key=P + "finetune.epochs")
+        st.number_input("Finetune epochs", min_value=0, max_value=1000, value=None, key=P + "finetune.epochs")
         slot("finetune.epochs")
     with t4:
         st.number_input("Finetune learning rate", min_value=0.0, max_value=10.0, format="%.5f", step=1e-4,
-                        key=P + "finetune.lr")
+                        value=None, key=P + "finetune.lr")
         slot("finetune.lr")
     with t5:
         st.selectbox("Device", device_choices(), key=P + "device")
@@ -163,13 +172,13 @@ with st.container(border=True):
         slot("prune.sparsity")
     with i2:
         st.number_input("IHT interval (steps between mask updates)", min_value=1, max_value=10000,
-                        key=P + "prune.iht_interval")
+                        value=None, key=P + "prune.iht_interval")
         slot("prune.iht_interval")
     with i3:
         st.slider("IHT ramp (fraction of finetune steps)", 0.0, 1.0, step=0.05, key=P + "prune.iht_ramp_frac")
         slot("prune.iht_ramp_frac")
     st.number_input("Target dense FLOPs (fraction of the baseline's; 0 = off, prune by the ratios above)",
-                    min_value=0.0, max_value=0.95, step=0.05, key=P + "prune.target_flops",
+                    min_value=0.0, max_value=0.95, step=0.05, value=None, key=P + "prune.target_flops",
                     help="Searches the head / MLP-width / rank ratios that bring dense FLOPs to this fraction "
                          "(within 1%). The ratios above set the direction of the search: heads and MLP width "
                          "alike when they are all zero.")
@@ -181,7 +190,8 @@ with st.container(border=True):
                           "they cost (cheap, unimportant units go first); uniform: the same fractions in every layer.")
         slot("prune.target_rule")
     with r2:
-        st.number_input("Prune steps (gradual pruning)", min_value=1, max_value=20, key=P + "prune.prune_steps",
+        st.number_input("Prune steps (gradual pruning)", min_value=1, max_value=20, value=None,
+                        key=P + "prune.prune_steps",
                         help="Reach the FLOP target in this many steps with a short distilled recovery between "
                              "them, inside the finetune's epochs. Needs a FLOP target.")
         slot("prune.prune_steps")
@@ -192,7 +202,7 @@ with st.container(border=True):
         slot("distill.alpha")
     with r4:
         st.number_input("Distillation temperature", min_value=0.1, max_value=20.0, step=0.5,
-                        key=P + "distill.temperature")
+                        value=None, key=P + "distill.temperature")
         slot("distill.temperature")
     sweep = st.toggle("Sweep over several ratios (one run per combination, one shared baseline)", key=P + "sweep")
     if sweep:
@@ -211,7 +221,7 @@ with st.expander("Options"):
         st.text_input("Run name (optional)", key=P + "name")
         slot("name")
     with o2:
-        st.number_input("Seed", min_value=0, step=1, key=P + "seed")
+        st.number_input("Seed", min_value=0, step=1, value=None, key=P + "seed")
         slot("seed")
     with o3:
         st.checkbox("Measure latency", key=P + "measure_latency")
@@ -228,53 +238,135 @@ if weights_error:
 
 
 @st.cache_data(show_spinner="Estimating the cost after pruning…", max_entries=64)
-def _estimate(config_json: str) -> dict:
-    from accelvit.experiment import ExperimentConfig
-    from accelvit.experiment.estimate import estimate_cost
+def _estimate(key_json: str) -> dict:
+    """The cost preview of one estimate key (forms.estimate_key): recomputed only when the model, image
+    size, classes or prune settings change. A failure is a result too (cached, shown under its field)."""
+    from accelvit.experiment import estimate
 
-    return estimate_cost(ExperimentConfig.from_dict(json.loads(config_json)))
-
-
-estimate = None
-config_json = json.dumps(result.config.to_dict(), sort_keys=True) if result.ok else None
-# Scratch configs are estimated as you type; big timm models (seconds of SVD) on request.
-if result.ok and (source == "scratch" or ss.get("_estimate_for") == config_json):
     try:
-        estimate = _estimate(config_json)
-    except AccelvitError as exc:
-        field = {"scratch": "data.img_size", "checkpoint": "baseline_checkpoint"}.get(source, "model")
-        errors[getattr(exc, "field", None) or field] = str(exc)
-    except Exception as exc:  # a model that cannot be built at this size, ...
-        errors["data.img_size" if source == "scratch" else "model"] = f"The model cannot be built: {exc}"
+        return estimate.estimate_from_key(json.loads(key_json))
+    except Exception as exc:  # a model that cannot be built at this size, a FLOP target out of reach, ...
+        field, msg = forms.estimate_error(exc)
+        return {"error": msg, "field": field}
 
-general = []
-for field, msg in errors.items():
-    target = forms.slot_of(field)
-    if target in slots:
-        slots[target].error(msg)
+
+def _key_json(cfg) -> str:
+    return json.dumps(forms.estimate_key(cfg), sort_keys=True)
+
+
+def _pct(before: float, after: float) -> str | None:
+    """The change from ``before`` to ``after`` in percent ("-42%", "+0.3%"); None for no change."""
+    r = after / before - 1 if before else 0.0
+    if abs(r) < 5e-4:
+        return None
+    return f"{100 * r:+.0f}%" if abs(r) >= 5e-3 else f"{100 * r:+.1f}%"
+
+
+def _delta(before: float, after: float) -> dict:
+    """st.metric's delta for a change from ``before`` to ``after``: no red arrow for no change."""
+    pct = _pct(before, after)
+    if pct is None:
+        return dict(delta=f"no change vs {charts.fmt_si(before)}", delta_color="off", delta_arrow="off")
+    return dict(delta=f"{pct} vs {charts.fmt_si(before)}", delta_color="inverse")
+
+
+METRICS = (("dense_flops", "Dense FLOPs / image"), ("effective_flops", "Effective FLOPs"),
+           ("params", "Parameters"), ("nonzero_params", "Nonzero parameters"))
+
+# What the estimate is for: the run, or the sweep's least and most pruned runs (the other settings are
+# the sliders'). Each is keyed only on what changes it, so other edits find it in the cache.
+targets: list[tuple[str, str]] = []  # (what it is, estimate key)
+sweep_note = None
+noop = False
+if result.ok and result.sweep is not None:
+    ext = forms.sweep_extremes(result.sweep)
+    (light, light_pt), (heavy, heavy_pt) = ext["lightest"], ext["heaviest"]
+    targets = [(forms.describe_point(light_pt), _key_json(light)), (forms.describe_point(heavy_pt), _key_json(heavy))]
+    if targets[0][1] == targets[1][1]:
+        targets = targets[:1]
+        sweep_note = f"Sweep of {forms.sweep_summary(result.sweep)}. Its runs prune alike: the estimate is for all."
     else:
-        general.append(f"{field}: {msg}")
+        sweep_note = (f"Sweep of {forms.sweep_summary(result.sweep)}. The estimate spans its least pruned run "
+                      f"({forms.describe_point(light_pt)}) and its most pruned run "
+                      f"({forms.describe_point(heavy_pt)}); the settings not swept are the ones above.")
+elif result.ok:
+    targets = [("", _key_json(result.config))]
+    noop = result.config.prune.is_noop()
+
+
+@st.fragment
+def estimate_panel(targets: list[tuple[str, str]], auto: bool, noop: bool, sweep_note: str | None) -> dict | None:
+    """The cost preview, in its own fragment: the Estimate button reruns only this. Returns the
+    estimate's error (for the page to show under its field and to disable Launch), else None."""
+    st.markdown("#### Estimated cost after pruning")
+    if not targets:
+        st.info("Fix the fields marked above to see the estimate.")
+        return None
+    if sweep_note:
+        st.caption(sweep_note)
+    if noop:
+        st.info("This run prunes nothing: it only trains and measures a baseline.", icon=":material/info:")
+    requested = ss.setdefault("_estimate_requested", set())
+    keys = [k for _, k in targets]
+    # Scratch configs are estimated as you type; big models (seconds of SVD) on request.
+    if not (auto or all(k in requested for k in keys)):
+        st.button("Estimate the cost after pruning", key="estimate", icon=":material/calculate:",
+                  on_click=requested.update, args=(keys,),
+                  help="Builds the model, prunes a copy and counts its FLOPs; takes a while for large models.")
+        return None
+    results = [_estimate(k) for k in keys]
+    failed = next(({**r, "point": what} for (what, _), r in zip(targets, results) if "error" in r), None)
+    if failed is not None:
+        ctx = get_script_run_ctx()
+        if ctx is not None and ctx.fragment_ids_this_run:  # a rerun of this fragment alone: let the page
+            st.rerun()  # mark the field and disable Launch (the failure is cached)
+        st.info("Fix the fields marked above to see the estimate.")
+        return failed
+    cols = st.columns(len(METRICS))
+    if len(results) == 1:
+        b, a = results[0]["before"], results[0]["after"]
+        for col, (k, label) in zip(cols, METRICS):
+            if noop:
+                col.metric(label, charts.fmt_si(b[k]), "baseline: nothing is pruned", delta_color="off",
+                           delta_arrow="off")
+            else:
+                col.metric(label, charts.fmt_si(a[k]), **_delta(b[k], a[k]))
+    else:  # a sweep: the range from its most to its least pruned run
+        lo, hi = results
+        for col, (k, label) in zip(cols, METRICS):
+            b = lo["before"][k]
+            a_min, a_max = sorted((lo["after"][k], hi["after"][k]))
+            if _pct(a_max, a_min) is None:  # the same for every run of the sweep
+                col.metric(label, charts.fmt_si(a_min), **_delta(b, a_min))
+            else:
+                d_min, d_max = (_pct(b, a) or "0%" for a in (a_min, a_max))
+                col.metric(label, f"{charts.fmt_si(a_min)} – {charts.fmt_si(a_max)}",
+                           f"{d_min} to {d_max} vs {charts.fmt_si(b)}", delta_color="inverse")
+    st.caption(results[0]["note"])
+    return None
+
 
 with st.container(border=True):
-    st.markdown("#### Estimated cost after pruning")
-    if estimate:
-        b, a = estimate["before"], estimate["after"]
-        e1, e2, e3, e4 = st.columns(4)
-        for col, k, label in ((e1, "dense_flops", "Dense FLOPs / image"), (e2, "effective_flops", "Effective FLOPs"),
-                              (e3, "params", "Parameters"), (e4, "nonzero_params", "Nonzero parameters")):
-            delta = (a[k] / b[k] - 1) if b[k] else 0.0
-            col.metric(label, charts.fmt_si(a[k]), f"{100 * delta:+.0f}% vs {charts.fmt_si(b[k])}",
-                       delta_color="inverse")
-        st.caption(estimate["note"])
-    elif errors:
-        st.info("Fix the fields marked above to see the estimate.")
-    else:
-        st.button("Estimate the cost after pruning", key="estimate", icon=":material/calculate:",
-                  on_click=lambda: ss.__setitem__("_estimate_for", config_json),
-                  help="Builds the model, prunes a copy and counts its FLOPs; takes a while for large models.")
+    failed = estimate_panel(targets, auto=source == "scratch", noop=noop, sweep_note=sweep_note)
+    if failed:
+        field = failed["field"] or {"scratch": "data.img_size", "checkpoint": "baseline_checkpoint"}.get(
+            source, "model")
+        msg = failed["error"]
+        if result.sweep is not None:  # say which run of the sweep, under the swept field it concerns
+            msg = f"The sweep's run with {failed['point']}: {msg}"
+            swept = field.removeprefix("prune.")
+            field = f"sweep.{swept}" if swept in result.sweep.grid else field
+        errors[field] = msg
+    general = []
+    for field, msg in errors.items():
+        target = forms.slot_of(field)
+        if target in slots:
+            slots[target].error(msg)
+        else:
+            general.append(f"{field}: {msg}")
     for g in general:
         st.error(g)
-    n_runs = len(result.sweep.expand()) if result.sweep is not None else 1
+    n_runs = len(result.sweep.points()) if result.sweep is not None else 1
     label = f"Launch sweep ({n_runs} runs)" if result.sweep is not None else "Launch"
     if st.button(label, type="primary", icon=":material/rocket_launch:", disabled=bool(errors), key="launch"):
         try:

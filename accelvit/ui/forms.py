@@ -39,16 +39,35 @@ DATASET_LABELS = {
 }
 MODEL_SOURCES = {
     "scratch": "scratch config (trained here)",
-    "timm": "timm Swin (pretrained or your weights)",
+    "timm": "timm Swin (your weights, random init or the hub)",
     "checkpoint": "saved model folder (no training)",
 }
+#: Where a timm model's starting weights come from. The first (the default) and the next two work
+#: offline; the hub is used only when chosen.
 TIMM_WEIGHTS = {
-    "pretrained": "pretrained from the Hugging Face hub (needs network)",
+    "random": "random initialisation (offline)",
     "upload": "upload a weights file (.safetensors / .pth)",
-    "random": "random initialisation",
+    "path": "a weights file on this machine",
+    "pretrained": "pretrained from the Hugging Face hub (needs network)",
 }
 SVD_MODES = {"off": "off", "rank": "rank ratio", "energy": "energy"}
 SWEEP_KEYS = ("head_ratio", "mlp_ratio", "rank_ratio", "sparsity", "target_flops")
+#: The sweep fields' labels on the page (messages start with them) and their short names in summaries.
+SWEEP_LABELS = {"head_ratio": "Head ratios", "mlp_ratio": "MLP width ratios", "rank_ratio": "Rank ratios",
+                "sparsity": "Sparsities", "target_flops": "FLOP targets"}
+SWEEP_NAMES = {"head_ratio": "head ratio", "mlp_ratio": "MLP width ratio", "rank_ratio": "rank ratio",
+               "sparsity": "sparsity", "target_flops": "FLOP target"}
+#: The allowed values of each sweep field, as said in messages (PruneConfig.validate decides).
+SWEEP_RANGES = {"head_ratio": "[0, 1)", "mlp_ratio": "[0, 1)", "rank_ratio": "(0, 1], or none (no SVD)",
+                "sparsity": "[0, 1)", "target_flops": "(0, 1), or 0 / none (off)"}
+#: The number fields of the form and their labels: an emptied one is an error on its field.
+NUMBER_FIELDS = {
+    "data.img_size": "Image size", "data.batch_size": "Batch size", "data.subset": "Training subset",
+    "train.epochs": "Baseline epochs", "train.lr": "Baseline learning rate", "finetune.epochs": "Finetune epochs",
+    "finetune.lr": "Finetune learning rate", "prune.iht_interval": "IHT interval",
+    "prune.target_flops": "Target dense FLOPs", "prune.prune_steps": "Prune steps",
+    "distill.temperature": "Distillation temperature", "seed": "Seed",
+}
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 MAX_WEIGHTS_BYTES = 2 * 1024**3
 
@@ -67,7 +86,8 @@ DEFAULTS: dict[str, Any] = {
     "model_source": "scratch",
     "model": "swin_micro",
     "timm_model": "swin_tiny_patch4_window7_224",
-    "timm_weights": "pretrained",
+    "timm_weights": "random",  # offline; the hub only when chosen
+    "timm_weights_path": "",
     "weights_path": None,
     "baseline_checkpoint": "",
     "train.epochs": 20,
@@ -137,6 +157,11 @@ def _int_or_none(v: Any) -> int | None:
     return int(v)
 
 
+def _path_or_none(text: Any) -> str | None:
+    text = str(text or "").strip()
+    return str(Path(text).expanduser()) if text else None
+
+
 def model_name(values: dict[str, Any]) -> str:
     src = values.get("model_source", "scratch")
     return values.get("timm_model") if src == "timm" else values.get("model")
@@ -174,26 +199,66 @@ def build_config(values: dict[str, Any]) -> Any:
         measure_latency=bool(v["measure_latency"]), control=bool(v["control"]))
     if src == "timm":
         cfg.pretrained = v["timm_weights"] == "pretrained"
-        cfg.weights_path = v["weights_path"] if v["timm_weights"] == "upload" else None
+        cfg.weights_path = {"upload": v["weights_path"],
+                            "path": _path_or_none(v["timm_weights_path"])}.get(v["timm_weights"])
     elif src == "checkpoint":
         cfg.baseline_checkpoint = str(v["baseline_checkpoint"] or "").strip() or None
     return cfg
 
 
-def parse_values(text: str, key: str) -> list[float | None]:
-    """``"0.25, 0.5 0.75"`` -> ``[0.25, 0.5, 0.75]``; ``none``/``off`` allowed for rank_ratio."""
-    items = [t for t in re.split(r"[,;\s]+", str(text or "").strip()) if t]
-    out: list[float | None] = []
-    for t in items:
-        if t.lower() in ("none", "off", "null") and key == "rank_ratio":
-            out.append(None)
+_SWEEP_HINT = " (give values separated by commas, e.g. 0.25, 0.5, 0.75)."
+_OFF_WORDS = ("none", "off", "null")
+
+
+def _parse_items(text: str, key: str) -> list[tuple[str, float | None, str | None]]:
+    """``(item, value, problem)`` for each item of a sweep field, in order."""
+    out = []
+    for t in (t for t in re.split(r"[,;\s]+", str(text or "").strip()) if t):
+        if t.lower() in _OFF_WORDS and key in ("rank_ratio", "target_flops"):
+            out.append((t, None, None))
             continue
         try:
-            out.append(float(t))
+            x = float(t)
         except ValueError:
-            raise ConfigError(f"sweep.{key}", f"{t!r} is not a number; give values separated by commas, "
-                                              "e.g. 0.25, 0.5, 0.75.") from None
+            out.append((t, None, f"{t!r} is not a number"))
+            continue
+        out.append((t, None if key == "target_flops" and x == 0 else x, None))
     return out
+
+
+def parse_values(text: str, key: str) -> list[float | None]:
+    """``"0.25, 0.5 0.75"`` -> ``[0.25, 0.5, 0.75]``; ``none``/``off`` allowed for rank_ratio and
+    target_flops (where ``0`` also means off, as in its number field).
+
+    Raises ConfigError(``sweep.<key>``) naming every item that is not a number.
+    """
+    items = _parse_items(text, key)
+    bad = [p for _, _, p in items if p]
+    if bad:
+        raise ConfigError(f"sweep.{key}", "; ".join(bad) + _SWEEP_HINT)
+    return [x for _, x, _ in items]
+
+
+def _check_sweep_field(base: PruneConfig, key: str, text: str) -> tuple[list[float | None], str | None]:
+    """The values of one sweep field and one message naming every bad value, in order (None when all are fine)."""
+    values: list[float | None] = []
+    bad: list[str] = []
+    for t, val, problem in _parse_items(text, key):
+        if problem is None:
+            try:
+                trial = dataclasses.replace(base, **{key: val})
+                if key == "rank_ratio" and val is not None:
+                    trial = dataclasses.replace(trial, energy=None)
+                trial.validate()
+            except ConfigError as exc:
+                problem = f"{t!r} is outside {SWEEP_RANGES[key]}" if exc.field == key else f"{t!r}: {_message(exc)}"
+        if problem:
+            bad.append(problem)
+        else:
+            values.append(val)
+    if not bad:
+        return values, None
+    return values, f"{SWEEP_LABELS[key]}: " + "; ".join(bad) + _SWEEP_HINT
 
 
 def _collect(errors: dict[str, str], prefix: str, fn: Any) -> None:
@@ -212,20 +277,46 @@ def _message(exc: ConfigError) -> str:
     return msg[len(head):] if msg.startswith(head) else msg
 
 
+_PRUNE_FIELDS = {f.name for f in dataclasses.fields(PruneConfig)}
+
+
+def estimate_error(exc: Exception) -> tuple[str | None, str]:
+    """``(field, message)`` of an error raised by the cost preview; field None when it names none.
+
+    The preview prunes with a PruneConfig, whose fields become the form's ``prune.<field>``.
+    """
+    if isinstance(exc, ConfigError):
+        f = exc.field
+        return (f"prune.{f}" if f in _PRUNE_FIELDS else f), _message(exc)
+    if isinstance(exc, AccelvitError):
+        return getattr(exc, "field", None), str(exc)
+    return None, f"The model cannot be built: {exc}"
+
+
 def validate_form(values: dict[str, Any]) -> FormResult:
-    """Build and validate. Collects one message per field from every section it can check."""
+    """Build and validate. Collects one message per field from every section it can check.
+
+    An emptied number field (None) is an error on that field; the other fields are still checked.
+    """
     from ..experiment import SweepConfig
 
     v = {**DEFAULTS, **values}
     res = FormResult()
+    errors: dict[str, str] = {}
+    for f, label in NUMBER_FIELDS.items():
+        if v.get(f) is None:
+            errors[f] = f"{label} is empty: enter a number."
+            v[f] = DEFAULTS[f]  # so that the rest of the form can still be checked
     try:
         cfg = build_config(v)
     except (TypeError, ValueError) as exc:
-        res.errors["config"] = f"A value could not be read: {exc}"
+        res.errors = {**errors, "config": f"A value could not be read: {exc}"}
         return res
-    errors: dict[str, str] = {}
     if v["model_source"] == "timm" and v["timm_weights"] == "upload" and not v.get("weights_path"):
         errors["weights_path"] = "Upload a weights file (.safetensors or .pth), or choose another weights option."
+    if v["model_source"] == "timm" and v["timm_weights"] == "path" and not cfg.weights_path:
+        errors["weights_path"] = ("Give the path of a weights file (.safetensors or .pth) on this machine, "
+                                  "or choose another weights option.")
     if v["model_source"] == "checkpoint" and not cfg.baseline_checkpoint:
         errors["baseline_checkpoint"] = f"Give the path of a saved model folder ({WEIGHTS_FILE} + {SPEC_FILE})."
     _collect(errors, "data.", cfg.data.validate)
@@ -242,21 +333,10 @@ def validate_form(values: dict[str, Any]) -> FormResult:
     if v["sweep"]:
         grid: dict[str, list[Any]] = {}
         for key in SWEEP_KEYS:
-            try:
-                vals = parse_values(v.get(f"sweep.{key}", ""), key)
-            except ConfigError as exc:
-                errors[exc.field] = _message(exc)
-                continue
-            for val in vals:
-                try:
-                    trial = dataclasses.replace(cfg.prune, **{key: val})
-                    if key == "rank_ratio" and val is not None:
-                        trial = dataclasses.replace(trial, energy=None)
-                    trial.validate()
-                except ConfigError as exc:
-                    errors.setdefault(f"sweep.{key}", f"{val!r}: {_message(exc)}")
-                    break
-            if vals:
+            vals, msg = _check_sweep_field(cfg.prune, key, v.get(f"sweep.{key}", ""))
+            if msg:
+                errors[f"sweep.{key}"] = msg
+            elif vals:
                 grid[key] = vals
         if not grid and not any(k.startswith("sweep.") for k in errors):
             errors["sweep"] = "Give the values of at least one ratio to sweep over (e.g. head ratio: 0.25, 0.5, 0.75)."
@@ -270,6 +350,75 @@ def validate_form(values: dict[str, Any]) -> FormResult:
         res.config = cfg
         res.sweep = sweep
     return res
+
+
+# ----------------------------------------------------------------------------- estimate and sweep summary
+def estimate_key(config: Any) -> dict[str, Any]:
+    """What the cost preview depends on, and nothing else (:func:`accelvit.experiment.estimate.estimate_key`):
+    the model (scratch / timm name or saved folder), image size, number of classes and the data-free
+    prune settings. Epochs, learning rates, seed, name, device, weights, distillation do not change it."""
+    from ..experiment.estimate import estimate_key as key_of
+
+    return key_of(config)
+
+
+def _fmt(x: float | None) -> str:
+    return "none" if x is None else f"{x:g}"
+
+
+def _span(values: list[float | None]) -> str:
+    nums = [x for x in values if x is not None]
+    parts = ["none"] if len(nums) < len(values) else []
+    if nums:
+        lo, hi = min(nums), max(nums)
+        parts.append(_fmt(lo) if lo == hi else f"{_fmt(lo)}-{_fmt(hi)}")
+    return ", ".join(parts)
+
+
+def sweep_summary(sweep: Any) -> str:
+    """``"12 runs: head ratio 0.25-0.75 (3 values) x FLOP target 0.3-0.5 (4 values)"``."""
+    n = len(sweep.points())
+    parts = []
+    for key, vals in sweep.grid.items():
+        name = SWEEP_NAMES.get(key, key)
+        k = len(set(vals))
+        parts.append(f"{name} {_span(vals)}" + (f" ({k} values)" if k > 2 else ""))
+    return f"{n} run{'s' if n != 1 else ''}: " + " x ".join(parts)
+
+
+#: How each sweep field prunes more: a larger ratio or sparsity, a smaller rank ratio or FLOP
+#: target (None, i.e. off, prunes least).
+_MORE_IS_HEAVIER = {"head_ratio": True, "mlp_ratio": True, "sparsity": True, "rank_ratio": False,
+                    "target_flops": False}
+
+
+def sweep_extremes(sweep: Any) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """The sweep's least and most pruned points: ``{"lightest": (config, point), "heaviest": (...)}``.
+
+    Each field takes its lightest (heaviest) value; the grid is a full product, so both are runs of
+    the sweep. The other settings are the base's (the sliders').
+    """
+    light: dict[str, Any] = {}
+    heavy: dict[str, Any] = {}
+    for key, vals in sweep.grid.items():
+        nums = sorted(x for x in vals if x is not None)
+        if _MORE_IS_HEAVIER.get(key, True):
+            light[key], heavy[key] = (nums[0] if nums else None), (nums[-1] if nums else None)
+        else:  # None (off) prunes least, then the largest value
+            light[key] = None if None in vals else nums[-1]
+            heavy[key] = nums[0] if nums else None
+    out = {}
+    for label, point in (("lightest", light), ("heaviest", heavy)):
+        cfg = copy.deepcopy(sweep.base)
+        cfg.prune = dataclasses.replace(cfg.prune, **point)
+        if point.get("rank_ratio") is not None:
+            cfg.prune.energy = None
+        out[label] = (cfg, point)
+    return out
+
+
+def describe_point(point: dict[str, Any]) -> str:
+    return ", ".join(f"{SWEEP_NAMES.get(k, k)} {_fmt(x)}" for k, x in point.items())
 
 
 #: Where a ConfigError field is shown on the page (widget slot); the rest go to ``general``.
