@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -371,12 +371,21 @@ def _image_folder(path: Path):
 
 # ----------------------------------------------------------------------------- entry point
 
-def load_data(cfg: DataConfig) -> DataBundle:
-    """Build train/val/test loaders for ``cfg`` (see the module docstring)."""
+def load_data(cfg: DataConfig, progress: Callable[[float, str], None] | None = None) -> DataBundle:
+    """Build train/val/test loaders for ``cfg`` (see the module docstring).
+
+    ``progress(fraction, message)`` is told each step (checking, reading, splitting, loaders).
+    """
+    def tell(fraction: float, message: str) -> None:
+        if progress is not None:
+            progress(fraction, message)
+
     cfg.validate()
+    tell(0.0, f"checking the {cfg.dataset} files")
     missing = missing_data_files(cfg.dataset, cfg.root, cfg.download)
     if missing:
         raise DataError(missing)
+    tell(0.1, f"reading the {cfg.dataset} images")
     mean = tuple(cfg.mean) if cfg.mean is not None else (
         (0.5, 0.5, 0.5) if cfg.dataset == "digits" else IMAGENET_MEAN)
     std = tuple(cfg.std) if cfg.std is not None else (
@@ -408,6 +417,7 @@ def load_data(cfg: DataConfig) -> DataBundle:
             train_base = _image_folder(root / "train" if (root / "train").is_dir() else root)
         train_t, classes = list(train_base.targets), list(train_base.classes)
 
+    tell(0.7, f"splitting {len(train_t)} images into train / val / test")
     if test_t is None:
         test_base, test_t = train_base, train_t
         test_i, val_i, train_i = stratified_split(train_t, [cfg.test_fraction, cfg.val_fraction], cfg.seed)
@@ -433,12 +443,14 @@ def load_data(cfg: DataConfig) -> DataBundle:
     if len(train_ds) == 0:
         raise DataError(f"The {cfg.dataset} training split is empty; the data set has too few images.")
     split.update(train=len(train_ds), val=len(val_ds), test=len(test_ds))
+    tell(0.9, "building the data loaders")
     gen = seed_everything(cfg.seed)
     common = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
     train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train_ds) > cfg.batch_size,
                               generator=gen, **common)
     val_loader = DataLoader(val_ds, batch_size=cfg.batch_size * 2, shuffle=False, **common)
     test_loader = DataLoader(test_ds, batch_size=cfg.batch_size * 2, shuffle=False, **common)
+    tell(1.0, f"{len(train_ds)} training, {len(val_ds)} validation, {len(test_ds)} test images")
     return DataBundle(train=train_loader, val=val_loader, test=test_loader, class_names=list(classes),
                       input_size=(3, cfg.img_size, cfg.img_size), mean=mean, std=std, split=split)
 

@@ -56,12 +56,19 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 class CancelToken:
-    """A thread-safe flag that long-running work checks between steps."""
+    """A thread-safe flag that long-running work checks between steps.
+
+    ``reason`` says why it was set: ``"cancelled"`` (a user asked) or ``"interrupted"`` (the
+    process hosting the work is stopping: server shutdown, SIGTERM); the first reason wins.
+    """
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self.reason: str | None = None
 
-    def cancel(self) -> None:
+    def cancel(self, reason: str = "cancelled") -> None:
+        if not self._event.is_set():
+            self.reason = reason
         self._event.set()
 
     @property

@@ -8,6 +8,7 @@ import os
 # instead of retrying for a minute. Tests never need the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("ACCELVIT_PREWARM", "0")  # tests start many managers; a warm job process each would burn CPU
 
 import pytest
 import torch

@@ -205,7 +205,8 @@ def test_reload_and_second_tab_show_the_same_live_progress(home):
 
 @pytest.mark.slow
 def test_server_restart_mid_job_leaves_the_run_interrupted(home, tmp_path):
-    """A real job process is killed mid-run; the next server (manager) marks its run interrupted."""
+    """A server process is killed (SIGKILL) mid-run: its job process stops and marks the run interrupted
+    (SIGTERM from the kernel when its parent dies), and the next server shows it so."""
     script = textwrap.dedent(f"""
         import sys, time, torch
         torch.set_num_threads(1)
@@ -233,7 +234,8 @@ def test_server_restart_mid_job_leaves_the_run_interrupted(home, tmp_path):
     no_exception(at)
     table = at.dataframe[0].value.set_index("id")
     assert table.at[rid, "status"] == "interrupted"
-    assert "server restart" in RunStore(home).get_run(rid)["error"]
+    err = RunStore(home).get_run(rid)["error"]  # the job process's own word, or the next manager's
+    assert "server stopped" in err or "server restart" in err
 
 
 def _column_with(at: AppTest, key: str):

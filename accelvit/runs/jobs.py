@@ -23,11 +23,19 @@ thread and ``accelvit run`` (foreground) both use it, so CLI and dashboard runs 
 
 from __future__ import annotations
 
+import atexit
+import base64
 import copy
 import gc
 import hashlib
+import itertools
+import json
 import logging
 import os
+import pickle
+import signal
+import subprocess
+import sys
 import threading
 import time
 import traceback as tb_mod
@@ -153,6 +161,9 @@ def execute(store: RunStore, run_id: str, config: Any, *, cancel: CancelToken | 
         extra.append(lambda _rid, ev: on_event(ev))
     recorder = StoreRecorder(store, run_id, token, extra)
     store.set_status(run_id, RUNNING, only_from=(QUEUED,))  # claim_next / create_run may have done it
+    now = store.status(run_id)
+    if now != RUNNING:  # cancelled or interrupted while it was being handed over
+        return now or CANCELLED
     if store.cancel_requested(run_id):
         token.cancel()
     try:
@@ -161,12 +172,17 @@ def execute(store: RunStore, run_id: str, config: Any, *, cancel: CancelToken | 
                    artifact_dir=store.artifact_dir(run_id), run_id=run_id, **(experiment_options or {})).run()
     except Cancelled as exc:
         recorder.flush()
-        store.set_status(run_id, CANCELLED, error=str(exc))
-        log.info("run %s cancelled", run_id)
-        return CANCELLED
+        if token.reason == INTERRUPTED:
+            store.set_status(run_id, INTERRUPTED, error=interrupted_message(recorder.stage), only_from=(RUNNING,))
+            log.info("run %s interrupted", run_id)
+            return store.status(run_id) or INTERRUPTED
+        store.set_status(run_id, CANCELLED, error=f"Cancelled by the user {_during(recorder.stage)}.",
+                         only_from=(RUNNING,))
+        log.info("run %s cancelled (%s)", run_id, exc)
+        return store.status(run_id) or CANCELLED
     except KeyboardInterrupt:
         recorder.flush()
-        store.set_status(run_id, CANCELLED, error="Interrupted by the user (Ctrl-C).")
+        store.set_status(run_id, CANCELLED, error="Interrupted by the user (Ctrl-C).", only_from=(RUNNING,))
         raise
     except Exception as exc:
         recorder.flush()
@@ -174,33 +190,63 @@ def execute(store: RunStore, run_id: str, config: Any, *, cancel: CancelToken | 
         msg = describe_error(exc)
         if stage:
             msg = f"Stage '{stage}' failed: {msg}"
-        store.set_status(run_id, FAILED, error=msg, traceback=tb_mod.format_exc())
+        store.set_status(run_id, FAILED, error=msg, traceback=tb_mod.format_exc(), only_from=(RUNNING,))
         if isinstance(exc, AccelvitError):
             log.warning("run %s failed: %s", run_id, msg)
         else:
             log.exception("run %s failed", run_id)
-        return FAILED
+        return store.status(run_id) or FAILED
     recorder.flush()
-    store.set_status(run_id, FINISHED)
-    return FINISHED
+    store.set_status(run_id, FINISHED, only_from=(RUNNING,))
+    return store.status(run_id) or FINISHED
+
+
+def interrupted_message(stage: str | None = None) -> str:
+    """Why a run whose process was stopped (server shutdown, SIGTERM) ends ``interrupted``."""
+    where = f" (in its {stage} stage)" if stage else ""
+    return f"The server stopped while this job ran{where}; launch it again to rerun it."
+
+
+def _during(stage: str | None) -> str:
+    return f"during the {stage} stage" if stage else "before it started"
 
 
 class JobManager:
-    """Queues experiments and runs them one at a time in one background thread.
+    """Queues experiments and runs them one at a time; one background thread schedules them.
 
     Args:
         store: a RunStore, or a home folder (None: ``$ACCELVIT_HOME`` / ``./runs``).
-        start: start the worker thread now (else on the first submit).
+        start: start the scheduler thread now (else on the first submit).
         experiment_options: keyword arguments for every run's
-            :class:`~accelvit.experiment.Experiment` (its seams: ``overrides``, ``measure_cost``).
+            :class:`~accelvit.experiment.Experiment` (its seams: ``overrides``, ``measure_cost``);
+            with the process executor they must pickle (module-level functions).
+        executor: ``"thread"`` runs each job in the scheduler thread (listeners see every
+            event); ``"process"`` runs each job in a child process
+            (``python -m accelvit.runs.worker``) that reports through the run store, so a
+            busy web server cannot starve it. One child is kept warm (imports done) while
+            the queue is idle, so a job starts at once. Cancel reaches the child through the
+            store's cancel flag; :meth:`shutdown` marks its run ``interrupted`` at once and
+            sends it SIGTERM (SIGKILL after ``grace_s``).
+        prewarm: (process executor) keep one child warm (torch imported) while the queue is
+            idle, so the next job starts at once instead of after the imports.
 
-    Opening a manager marks runs orphaned by dead processes ``interrupted``.
+    Opening a manager marks runs orphaned by dead processes ``interrupted``, and the
+    scheduler checks again every ``orphan_check_s`` seconds while the queue is idle.
     """
 
     def __init__(self, store: RunStore | str | os.PathLike | None = None, *, start: bool = True,
-                 experiment_options: dict[str, Any] | None = None):
+                 experiment_options: dict[str, Any] | None = None, executor: str = "thread",
+                 prewarm: bool = False, grace_s: float = 10.0, orphan_check_s: float = 10.0):
+        if executor not in EXECUTORS:
+            raise AccelvitError(f"unknown executor {executor!r}; use one of {', '.join(EXECUTORS)}.")
         self.store = store if isinstance(store, RunStore) else RunStore(store)
         self.experiment_options = dict(experiment_options or {})
+        self.executor = executor
+        self.prewarm = prewarm and executor == "process"
+        self.grace_s = grace_s
+        self.orphan_check_s = orphan_check_s
+        self._standby: subprocess.Popen | None = None
+        self._child: subprocess.Popen | None = None
         self.owner = new_owner("jobs")
         self._cond = threading.Condition(threading.RLock())
         self._configs: dict[str, Any] = {}
@@ -311,8 +357,8 @@ class JobManager:
             time.sleep(poll)
 
     def shutdown(self, cancel_running: bool = True, wait: bool = True, timeout: float | None = 30.0) -> None:
-        """Stop the worker. Queued runs of this manager become ``interrupted``; the running one is
-        cancelled (``cancel_running``) or finishes first."""
+        """Stop the scheduler. Queued runs of this manager become ``interrupted``; the running one
+        is stopped and marked ``interrupted`` at once (``cancel_running``), or finishes first."""
         with self._cond:
             if self._closed:
                 return
@@ -321,7 +367,14 @@ class JobManager:
             if cancel_running and self._current is not None:
                 tok = self._tokens.get(self._current)
                 if tok is not None:
-                    tok.cancel()
+                    tok.cancel(INTERRUPTED)
+                self.store.set_status(self._current, INTERRUPTED, only_from=(RUNNING,),
+                                      error=interrupted_message())
+                if self._child is not None and self._child.poll() is None:
+                    _signal(self._child, signal.SIGTERM)
+            if self._standby is not None:
+                _stop_standby(self._standby)
+                self._standby = None
             for rid in list(self._configs):
                 if rid != self._current:
                     self.store.set_status(rid, INTERRUPTED, only_from=(QUEUED,),
@@ -348,6 +401,7 @@ class JobManager:
             self._thread.start()
 
     def _loop(self) -> None:
+        last_orphan_check = time.monotonic()
         while True:
             with self._cond:
                 if self._stopping:
@@ -358,12 +412,23 @@ class JobManager:
                 log.exception("job worker could not read the queue")
                 run_id = None
             if run_id is None:
+                if self.prewarm and self._standby is None:
+                    self._standby = self._spawn()  # warm while idle: the next job starts at once
+                if time.monotonic() - last_orphan_check > self.orphan_check_s:
+                    last_orphan_check = time.monotonic()
+                    try:  # runs of a process killed since (kill -9) do not stay "running"
+                        self.store.mark_orphans_interrupted()
+                    except Exception:
+                        log.exception("could not check for orphaned runs")
                 with self._cond:
                     if not self._wake and not self._stopping:
                         self._cond.wait(timeout=2.0)
                     self._wake = False
                 continue
             self._run_one(run_id)
+        if self._standby is not None:
+            _stop_standby(self._standby)
+            self._standby = None
         release_owner(self.owner)
 
     def _notify(self, run_id: str, event: Any) -> None:
@@ -382,8 +447,11 @@ class JobManager:
             if cfg is None:
                 run = self.store.get_run(run_id)
                 cfg = run["config"] if run else {}
-            execute(self.store, run_id, cfg, cancel=token, listeners=[self._notify],
-                    experiment_options=self.experiment_options)
+            if self.executor == "process":
+                self._run_in_process(run_id, token)
+            else:
+                execute(self.store, run_id, cfg, cancel=token, listeners=[self._notify],
+                        experiment_options=self.experiment_options)
         except BaseException:  # never let the worker die silently
             log.exception("job worker: run %s crashed the runner", run_id)
             try:
@@ -396,6 +464,98 @@ class JobManager:
                 self._tokens.pop(run_id, None)
                 self._current = None
             _release_memory()
+
+
+    # ------------------------------------------------------------------ process executor
+    def _spawn(self) -> subprocess.Popen:
+        """A worker process (imports under way) waiting for its run id on stdin. Called from the
+        scheduler thread only: on Linux the child gets SIGTERM when that thread ends."""
+        logs = self.store.home / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log_path = logs / f"worker-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{next(_SPAWNED)}.log"
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")]).strip(os.pathsep)
+        with open(log_path, "ab") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "accelvit.runs.worker", "--home", str(self.store.home), "--parent",
+                 str(os.getpid())], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, env=env,
+                start_new_session=True)  # a Ctrl-C in the server's terminal reaches only the server
+        proc.log_path = log_path  # type: ignore[attr-defined]
+        return proc
+
+    def _run_in_process(self, run_id: str, token: CancelToken) -> None:
+        proc, self._standby = self._standby, None
+        if proc is None or proc.poll() is not None:
+            proc = self._spawn()
+        self._child = proc
+        try:  # the job process's own log (stderr): where a crash that bypasses the store is told
+            self.store.add_artifact(run_id, "worker_log", proc.log_path, kind="log")  # type: ignore[attr-defined]
+        except Exception:
+            log.exception("could not record the worker log of run %s", run_id)
+        options = None
+        if self.experiment_options:
+            options = base64.b64encode(pickle.dumps(self.experiment_options)).decode()
+        try:
+            proc.stdin.write((json.dumps({"run_id": run_id, "options": options}) + "\n").encode())
+            proc.stdin.close()
+        except OSError:
+            pass  # it died while waiting; reported below from its exit code and log
+        signalled = None
+        while True:
+            try:
+                rc = proc.wait(timeout=0.25)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if token.cancelled and token.reason == INTERRUPTED:
+                if signalled is None:
+                    _signal(proc, signal.SIGTERM)
+                    signalled = time.monotonic()
+                elif time.monotonic() - signalled > self.grace_s:
+                    log.warning("job process of run %s ignored SIGTERM for %.0f s; killing it", run_id, self.grace_s)
+                    _signal(proc, signal.SIGKILL)
+        self._child = None
+        status = self.store.status(run_id)
+        if status in (RUNNING, QUEUED):
+            tail = _tail(getattr(proc, "log_path", None))
+            why = f"signal {-rc}" if rc < 0 else f"exit code {rc}"
+            if token.cancelled and token.reason == INTERRUPTED:
+                self.store.set_status(run_id, INTERRUPTED, error=interrupted_message(), only_from=(RUNNING, QUEUED))
+            else:
+                self.store.set_status(run_id, FAILED, only_from=(RUNNING, QUEUED), traceback=tail,
+                                      error=f"The job process stopped unexpectedly ({why}) before the run ended"
+                                            " (out of memory? see the log below).")
+
+
+_SPAWNED = itertools.count()
+EXECUTORS = ("thread", "process")
+
+
+def _signal(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        proc.send_signal(sig)
+    except (ProcessLookupError, OSError):
+        pass
+
+
+def _stop_standby(proc: subprocess.Popen) -> None:
+    """A standby exits on EOF (or SIGTERM while it imports)."""
+    try:
+        proc.stdin.close()
+    except OSError:
+        pass
+    _signal(proc, signal.SIGTERM)
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        _signal(proc, signal.SIGKILL)
+
+
+def _tail(path: Any, n: int = 40) -> str | None:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-n:])
+    except (OSError, TypeError):
+        return None
 
 
 def _release_memory() -> None:
@@ -414,15 +574,39 @@ _MANAGERS: dict[Path, JobManager] = {}
 _MANAGERS_LOCK = threading.Lock()
 
 
-def get_manager(home: str | os.PathLike | None = None) -> JobManager:
-    """The process-wide manager of a store folder (created on first use; a shut-down one is replaced)."""
+def get_manager(home: str | os.PathLike | None = None, executor: str = "process",
+                prewarm: bool | None = None) -> JobManager:
+    """The process-wide manager of a store folder (created on first use; a shut-down one is replaced).
+
+    The dashboard's: jobs run in child processes (``executor="process"``). At interpreter exit
+    (a server stopped by SIGTERM or Ctrl-C exits normally) every manager is shut down, which
+    marks its running job ``interrupted`` and stops its process. Called in the main thread of a
+    process whose SIGTERM is untouched, it also makes SIGTERM exit normally (so that happens).
+    ``prewarm`` (default: on unless ``$ACCELVIT_PREWARM`` is ``0``) keeps a job process warm.
+    """
+    if prewarm is None:
+        prewarm = os.environ.get("ACCELVIT_PREWARM", "1") != "0"
     key = home_dir(home)
     with _MANAGERS_LOCK:
         mgr = _MANAGERS.get(key)
         if mgr is None or mgr.closed:
-            mgr = JobManager(RunStore(key))
+            mgr = JobManager(RunStore(key), executor=executor, prewarm=prewarm)
             _MANAGERS[key] = mgr
+        _install_exit_hooks()
         return mgr
+
+
+_HOOKS_INSTALLED = False
+
+
+def _install_exit_hooks() -> None:
+    global _HOOKS_INSTALLED
+    if _HOOKS_INSTALLED:
+        return
+    _HOOKS_INSTALLED = True
+    atexit.register(shutdown_all, 10.0)
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def shutdown_all(timeout: float | None = 30.0) -> None:
