@@ -190,7 +190,7 @@ class Timing:
         else:
             method = f"median of {self.reps} repetitions after {self.warmup} warm-up passes"
         return (f"Timed on {self.device} at batch {self.batch_size}: {method}. One forward pass per model, "
-                "measured once for this run; it is the same for every image below.")
+                "measured once when this run's models were loaded; it is the same for every image below.")
 
 
 def linear_facts(model: torch.nn.Module) -> tuple[int, float]:
@@ -246,8 +246,12 @@ def explain_speedup(t: Timing) -> str | None:
         return None
     on = "a CPU" if t.device.startswith("cpu") else "a GPU" if t.device.startswith(("cuda", "mps")) else t.device
     reasons = []
-    size = f" ({t.baseline_flops / 1e6:,.1f} MFLOPs per image for the baseline)" if t.baseline_flops else ""
     small = t.baseline_flops is not None and t.baseline_flops < 1e9
+    size = ""
+    if t.baseline_flops and t.ms.get("baseline"):
+        rate = t.baseline_flops / (t.ms["baseline"] / 1e3) / 1e9
+        size = (f" ({t.baseline_flops / 1e6:,.1f} MFLOPs per image for the baseline, run at {rate:.1f} GFLOP/s"
+                + (", a small fraction of what the hardware does on large matrices)" if small else ")"))
     work = ("calling each operator (Python, PyTorch dispatch, memory moves) rather than arithmetic" if on == "a CPU"
             else "launching each kernel rather than arithmetic; small kernels do not fill the device")
     if t.flop_ratio is not None and t.flop_ratio > 1.0:
@@ -269,9 +273,10 @@ def explain_speedup(t: Timing) -> str | None:
     if b1 > 0 and p1 > 0 and p0 <= b1 and b0 <= p1:
         reasons.append(f"The middle halves of the timings overlap (baseline {b0:.2f}-{b1:.2f} ms, pruned "
                        f"{p0:.2f}-{p1:.2f} ms), so part of the gap is timing noise.")
-    return (f"Why the speedup is below 1x ({t.speedup:.2f}x, the pruned model ran slower here): " + " ".join(reasons)
-            + " The smaller FLOP and size counts are still real; they are likelier to show as time at larger "
-              "batches or inputs, where arithmetic outweighs overhead.")
+    if t.flop_ratio is not None and t.flop_ratio > 1.0:
+        reasons.append("The smaller FLOP count is still real; it is likelier to show as time at larger batches or "
+                       "inputs, where arithmetic outweighs overhead.")
+    return f"Why the speedup is below 1x ({t.speedup:.2f}x, the pruned model ran slower here): " + " ".join(reasons)
 
 
 # ----------------------------------------------------------------------------- predictions and marks
