@@ -18,6 +18,7 @@ was used is returned so a run can record it.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -474,5 +475,7 @@ def load_image(data: bytes | str | Path, max_pixels: int = 40_000_000) -> Image.
     except InputError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise InputError(f"This file is not an image accelvit can read ({exc}). Upload a PNG, JPEG, BMP or WebP file.") from exc
+        detail = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "it", str(exc))  # never an object's repr
+        raise InputError(f"This file is not an image accelvit can read ({detail}). "
+                         "Upload a PNG, JPEG, BMP or WebP file.") from exc
     return _to_rgb(img)

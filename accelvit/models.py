@@ -7,9 +7,12 @@ configurations are for small inputs (32 px by default) and train on a CPU in min
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import timm
 import torch
@@ -181,6 +184,8 @@ def build_from_spec(spec: ModelSpec, pretrained: bool = False,
         # resizes relative-position tables and resets the classifier to num_classes.
         kwargs["pretrained_cfg_overlay"] = dict(file=str(path))
         pretrained = True
+    elif pretrained:
+        check_hub_reachable(spec.name)
     try:
         model = timm.create_model(spec.name, pretrained=pretrained, num_classes=spec.num_classes,
                                   img_size=spec.img_size, **kwargs)
@@ -194,6 +199,25 @@ def build_from_spec(spec: ModelSpec, pretrained: bool = False,
                 "access, download the weights elsewhere and pass them as a local weights file.") from exc
         raise ModelError(f"Could not build {spec.name!r}: {exc}") from exc
     return attach_spec(model, spec)
+
+
+def check_hub_reachable(name: str, timeout: float = 3.0) -> None:
+    """Fail at once, not after a minute of retries, when the Hugging Face hub cannot be reached.
+
+    Skipped with ``HF_HUB_OFFLINE=1`` (weights already in the local hub cache then load offline).
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    parsed = urlparse(endpoint)
+    host, port = parsed.hostname or "huggingface.co", parsed.port or (80 if parsed.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise ModelError(
+            f"Pretrained weights for {name!r} come from the Hugging Face hub, but {host}:{port} cannot be reached "
+            f"({exc}). Without network access, download the weights elsewhere and pass them as a local weights "
+            "file (or set HF_HUB_OFFLINE=1 if they are already in the local hub cache).") from exc
 
 
 def spec_of(model: torch.nn.Module) -> ModelSpec:

@@ -42,7 +42,8 @@ def device_description(device: str | torch.device = "auto") -> str:
         return f"cuda ({torch.cuda.get_device_name(dev)})"
     if dev.type == "mps":
         return "mps (Apple GPU)"
-    return f"cpu ({torch.get_num_threads()} threads, {os.cpu_count()} cores)"
+    n, cores = torch.get_num_threads(), os.cpu_count()
+    return f"cpu ({n} thread{'s' if n != 1 else ''}, {cores} core{'s' if cores != 1 else ''})"
 
 
 def seed_everything(seed: int) -> torch.Generator:

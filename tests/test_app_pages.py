@@ -178,11 +178,14 @@ def test_home_shows_finished_failed_and_running_runs(home):
         assert sorted(trace(fig, "pruned (after)")["x"]) == [1.0e6, 1.4e6]
         # the live view follows the running run: its stage, epoch and loss from the store
         live = texts(at.markdown)
-        assert "run live" in live and "running" in live
+        assert "run live" in live and "Running: baseline" in live
         assert {x.label: x.value for x in at.metric}["Epoch"] == "1/3"
         assert at.button(key=f"cancel-home-{ids['live']}").label == "Cancel this run"
         at.button(key=f"cancel-home-{ids['live']}").click().run()
         assert store.cancel_requested(ids["live"])
+        # the cancel shows at once, in the same rerun: the card says so and its button is disabled
+        assert "Cancelling" in texts(at.markdown)
+        assert at.button(key=f"cancel-home-{ids['live']}").disabled
     finally:
         release_owner(ids["live_owner"])
 

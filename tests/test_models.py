@@ -119,3 +119,24 @@ def test_pretrained_without_network_fails_clearly():
 def test_unknown_model_lists_choices():
     with pytest.raises(ModelError, match="swin_micro"):
         build_model("resnet50", 10)
+
+
+def test_unreachable_hub_fails_at_once_not_after_retries(monkeypatch):
+    """Without HF_HUB_OFFLINE, a pretrained model whose hub cannot be reached fails in seconds, naming
+    the host and the way out (a local weights file), instead of a minute of download retries."""
+    import socket
+    import time
+
+    from accelvit.models import check_hub_reachable
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    t0 = time.monotonic()
+    with pytest.raises(ModelError, match=rf"127\.0\.0\.1:{port} cannot be reached.*local weights file"):
+        build_model("swin_tiny_patch4_window7_224", 10, pretrained=True)
+    assert time.monotonic() - t0 < 10
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    check_hub_reachable("swin_tiny_patch4_window7_224")  # offline mode: the local cache decides, no check

@@ -10,11 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
 from ..runs import TERMINAL, RunStore, home_dir
+
+#: The favicon of every page: a local file. (A Material icon as page icon makes the browser
+#: fetch it from Google's font server; the dashboard must work offline.)
+PAGE_ICON = str(Path(__file__).with_name("icon.png"))
 
 
 @st.cache_resource(show_spinner=False)
