@@ -34,9 +34,9 @@ m = metrics[metrics["run_id"].isin(selected)]
 
 # ----------------------------------------------------------------------------- trade-offs
 st.subheader("Accuracy against cost")
-st.caption("Stars: baselines (before pruning); dots: pruned and finetuned models (after); arrows join each run's "
-           "before and after; the dashed red staircase is the Pareto frontier (nothing is both cheaper and more "
-           "accurate).")
+st.caption("Stars: baselines (before pruning). Dots: pruned and finetuned models (after). Arrows join each "
+           "run's before and after. Dashed red staircase: the Pareto frontier, where nothing is both cheaper and "
+           "more accurate.")
 cols = st.columns(2)
 for i, metric in enumerate(charts.TRADEOFF_METRICS):
     with cols[i % 2]:
@@ -44,9 +44,14 @@ for i, metric in enumerate(charts.TRADEOFF_METRICS):
         st.caption(charts.TRADEOFF_METRICS[metric][1] + ".")
 
 st.subheader("Speedup against FLOP reduction")
-st.plotly_chart(charts.speedup_figure(m), key="speedup")
-st.caption("Speedup is the measured batch-1 latency ratio before / after on the run's device. Zeros from IHT "
-           "cut effective FLOPs but not dense-kernel time; heads, MLP width and rank cut both.")
+speed = charts.speedup_figure(m)
+st.plotly_chart(speed, key="speedup")
+on = ", ".join(speed.layout.meta.get("devices") or []) or "the run's device"
+st.caption(f"Speedup: baseline latency / pruned latency at batch 1 on {on}, both models timed interleaved in one "
+           "process (A,B then B,A), so machine load hits both alike. Hollow markers: runs stored before interleaved "
+           "timing, whose speedup divides two separate timings. Below the red line (speedup 1) the pruned model is "
+           "slower there: hover a point for why. IHT zeros cut effective FLOPs but not dense-kernel time; heads, "
+           "MLP width and rank cut both.")
 
 # ----------------------------------------------------------------------------- one run
 st.subheader("Inside one run")
@@ -63,6 +68,17 @@ def _layers(path: str, mtime: float) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
+run = store.get_run(one) or {}
+row = m[(m["run_id"] == one) & (m["stage"] == stage)]
+merged = {**(row.iloc[0].dropna().to_dict() if not row.empty else {}), **((run.get("stages") or {}).get(stage) or {})}
+lat = charts.latency_summary(merged, (run.get("config") or {}).get("prune"))
+if lat["metrics"]:
+    for col, (label, value, help_) in zip(st.columns(len(lat["metrics"])), lat["metrics"]):
+        col.metric(label, value, help=help_)
+st.caption(lat["caption"])
+if lat["warning"]:
+    st.warning(lat["warning"], icon=":material/speed:")
+
 layers = None
 path = art.get(f"layers_{stage}")
 if path and Path(path).exists():
@@ -77,14 +93,15 @@ else:
     with l2:
         st.plotly_chart(charts.linear_bars(layers), key="linears")
     with st.expander("Per-layer table"):
-        st.dataframe(layers, hide_index=True, width="stretch")
+        st.dataframe(layers, hide_index=True, width="stretch", placeholder=charts.MISSING)
 
 # ----------------------------------------------------------------------------- table + downloads
 st.subheader("Metrics")
 table = charts.metrics_table(m)
-st.dataframe(table, hide_index=True, width="stretch",
-             column_config={c: st.column_config.NumberColumn(format="percent")
-                            for c in ("top1", "top5", "top1_delta")})
+view, config = charts.metrics_table_view(m)
+st.caption("Metrics: one row per run and model. Hover a column header for how it was measured; speedups and "
+           "latencies were timed on the device in 'Timed on'.")
+st.dataframe(view, hide_index=True, width="stretch", column_config=config, placeholder=charts.MISSING)
 d1, d2, d3 = st.columns(3)
 d1.download_button("Metrics as CSV", table.to_csv(index=False).encode(), file_name="accelvit_metrics.csv",
                    mime="text/csv", icon=":material/download:", key="dl_csv")
