@@ -12,9 +12,9 @@ from accelvit.runs import ACTIVE, run_to_watch, watched_runs
 from accelvit.serialize import SPEC_FILE, WEIGHTS_FILE
 from accelvit.ui import charts, forms
 from accelvit.ui.live import render_live
-from accelvit.ui.state import device_choices, manager, remember_submit, submit_key
+from accelvit.ui.state import PAGE_ICON, device_choices, manager, remember_submit, submit_key
 
-st.set_page_config(page_title="accelvit · Experiment", page_icon=":material/science:", layout="wide")
+st.set_page_config(page_title="accelvit · Experiment", page_icon=PAGE_ICON, layout="wide")
 mgr = manager()
 store = mgr.store
 ss = st.session_state
@@ -384,23 +384,35 @@ with st.container(border=True):
 
 # ----------------------------------------------------------------------------- live view
 st.subheader("Live view")
-runs = store.runs_df()
-watch = watched_runs(runs, ss.get("exp_watch", []))  # a reload or another tab: what is queued or running
-if not watch:
+mine = ss.get("exp_watch", [])
+
+
+def _follow(runs):
+    """What this session launched (else, after a reload or in another tab, what is queued or
+    running): the running one, else the next queued, else the newest."""
+    return run_to_watch(runs, mine)
+
+
+def _sweep_table(runs) -> None:
+    """The runs of this sweep, from the same refresh as the live card above."""
+    watch = watched_runs(runs, mine)
+    if len(watch) <= 1:
+        return
+    sub = runs[runs["id"].isin(watch)]
+    unfinished = sub[sub["status"].isin(ACTIVE)]["id"].tolist()
+    if unfinished:
+        st.button(f"Cancel the {len(unfinished)} unfinished run(s) of this sweep", key="cancel_all",
+                  icon=":material/cancel:", on_click=lambda: [mgr.cancel(r) for r in unfinished])
+    view = sub[["id", "name", "status", "stage", "progress"]].copy()
+    view["stage"] = view["stage"].fillna("–")
+    view["progress"] = (100 * view["progress"].fillna(0.0)).round()  # whole percents, as on the live card
+    st.dataframe(view, hide_index=True, width="stretch",
+                 column_config={"id": st.column_config.TextColumn("run", pinned=True),
+                                "progress": st.column_config.ProgressColumn(min_value=0, max_value=100,
+                                                                            format="%d%%")})
+
+
+if not watched_runs(store.runs_df(), mine):
     st.info("Nothing is running. Launch an experiment above; its progress shows here.")
 else:
-    sub = runs[runs["id"].isin(watch)]
-    current = run_to_watch(runs, watch)
-    with st.container(border=True):
-        render_live(current, key="exp")
-    if len(watch) > 1:
-        unfinished = sub[sub["status"].isin(ACTIVE)]["id"].tolist()
-        if unfinished and st.button(f"Cancel the {len(unfinished)} unfinished run(s) of this sweep", key="cancel_all",
-                                    icon=":material/cancel:"):
-            for r in unfinished:
-                mgr.cancel(r)
-            sub = store.runs_df()
-            sub = sub[sub["id"].isin(watch)]
-        st.dataframe(sub[["id", "name", "status", "stage", "progress"]], hide_index=True, width="stretch",
-                     column_config={"progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0,
-                                                                                format="percent")})
+    render_live(None, key="exp", follow=_follow, extra=_sweep_table)

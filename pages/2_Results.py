@@ -10,9 +10,9 @@ import streamlit as st
 from accelvit.runs import FINISHED
 from accelvit.serialize import SPEC_FILE, WEIGHTS_FILE
 from accelvit.ui import charts
-from accelvit.ui.state import manager
+from accelvit.ui.state import PAGE_ICON, manager
 
-st.set_page_config(page_title="accelvit · Results", page_icon=":material/monitoring:", layout="wide")
+st.set_page_config(page_title="accelvit · Results", page_icon=PAGE_ICON, layout="wide")
 store = manager().store
 
 st.title("Results")

@@ -6,9 +6,9 @@ from streamlit.errors import StreamlitAPIException
 from accelvit.errors import AccelvitError, InputError
 from accelvit.runs import FINISHED
 from accelvit.ui import inference
-from accelvit.ui.state import manager
+from accelvit.ui.state import PAGE_ICON, manager
 
-st.set_page_config(page_title="accelvit · Inference", page_icon=":material/image_search:", layout="wide")
+st.set_page_config(page_title="accelvit · Inference", page_icon=PAGE_ICON, layout="wide")
 store = manager().store
 
 st.title("Inference")

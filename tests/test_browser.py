@@ -18,11 +18,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -61,6 +63,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen
+    home: Path
+    log: Path
+
+    def __str__(self) -> str:
+        return self.url
+
+
 @pytest.fixture
 def server(tmp_path):
     port = _free_port()
@@ -87,7 +100,7 @@ def server(tmp_path):
             proc.kill()
             pytest.fail("streamlit did not start:\n" + (tmp_path / "streamlit.log").read_text()[-3000:])
         time.sleep(0.3)
-    yield url
+    yield Server(url, proc, tmp_path / "home", tmp_path / "streamlit.log")
     proc.terminate()
     try:
         proc.wait(20)
@@ -113,7 +126,7 @@ def test_quick_demo_in_a_real_browser(server, tmp_path):
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(server, wait_until="domcontentloaded")
+            page.goto(server.url, wait_until="domcontentloaded")
             button = page.get_by_role("button", name="Run the quick demo")
             expect(button).to_be_visible(timeout=60_000)
             button.click()
@@ -121,9 +134,10 @@ def test_quick_demo_in_a_real_browser(server, tmp_path):
             expect(page.get_by_text("Cancel this run")).to_be_visible(timeout=60_000)
             # a second tab opened during the job shows the same live run (read from the store)
             other = browser.new_page(viewport={"width": 1400, "height": 1000})
-            other.goto(server, wait_until="domcontentloaded")
+            other.goto(server.url, wait_until="domcontentloaded")
             expect(other.get_by_text(re.compile(r"overall \d+% · stage: \w+")).first).to_be_visible(timeout=60_000)
             other.close()
+            _table_and_card_agree(page, server.home)
             if shots:  # the live view mid-run: progress, curves, throughput, ETA
                 try:
                     expect(page.get_by_text("training loss")).to_be_visible(timeout=60_000)
@@ -144,14 +158,14 @@ def test_quick_demo_in_a_real_browser(server, tmp_path):
             assert page.get_by_text("Best trade-offs").is_visible()
             # a new tab after the job sees the same finished run
             other = browser.new_page(viewport={"width": 1400, "height": 1000})
-            other.goto(server, wait_until="domcontentloaded")
+            other.goto(server.url, wait_until="domcontentloaded")
             expect(other.locator('[data-testid="stDataFrame"]').first).to_be_visible(timeout=60_000)
             expect(other.locator('[data-testid="stPlotlyChart"]').last).to_be_visible(timeout=30_000)
             other.close()
             page.screenshot(path=str(tmp_path / "home.png"), full_page=True)
             assert (tmp_path / "home.png").stat().st_size > 10_000
             if shots:
-                _capture_all_pages(page, server, Path(shots))
+                _capture_all_pages(page, server.url, Path(shots))
         finally:
             browser.close()
 
@@ -181,3 +195,58 @@ def _capture_all_pages(page, url: str, out: Path) -> None:
     expect(page.get_by_text("true class").first).to_be_visible(timeout=60_000)
     _settle(page)
     _shot(page, out / "inference.png", 1500)
+
+
+def _table_and_card_agree(page, home: Path) -> None:
+    """Mid-run, the Home runs table and the live card show the same status (one record per refresh)."""
+    from accelvit.runs import RunStore
+
+    (run,) = RunStore(home).list_runs()
+    if run["status"] != "running":
+        return  # finished already on a fast machine: nothing mid-run to compare
+    expect(page.get_by_text(re.compile(r"Running: \w+")).first).to_be_visible(timeout=30_000)
+    # the table is a canvas grid; its accessible twin lists the cells
+    cells = page.locator('[data-testid="stDataFrame"] [role="gridcell"]').all_inner_texts()
+    card = page.get_by_text(re.compile(r"Running: \w+")).first.inner_text()
+    if cells:
+        statuses = {c.strip() for c in cells} & {"queued", "running", "finished", "cancelled"}
+        assert statuses <= {"running", "finished"}, (statuses, card)
+
+
+def test_cancel_shows_at_once_and_sigterm_leaves_the_run_interrupted(server):
+    """Cancel in the live card: the card says so in the same rerun (not after the next poll) and the
+    run ends cancelled. A second demo is running when the server gets SIGTERM: the run is
+    ``interrupted`` at once, the job process exits, and the server exits cleanly."""
+    from accelvit.runs import RunStore
+
+    store = RunStore(server.home)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(server.url, wait_until="domcontentloaded")
+            page.get_by_role("button", name="Run the quick demo").click()
+            cancel = page.get_by_role("button", name="Cancel this run")
+            expect(cancel).to_be_visible(timeout=60_000)
+            expect(page.get_by_role("button", name="Run the quick demo")).to_be_disabled()  # one demo at a time
+            cancel.click()
+            expect(page.get_by_text(re.compile(r"Cancell(ing|ed)")).first).to_be_visible(timeout=2_500)
+            expect(page.get_by_text(re.compile(r"Cancelled at \d\d:\d\d")).first).to_be_visible(timeout=60_000)
+            (first,) = [r["id"] for r in store.list_runs()]
+            assert store.status(first) == "cancelled"
+            button = page.get_by_role("button", name="Run the quick demo")
+            expect(button).to_be_enabled(timeout=30_000)
+            button.click()
+            expect(page.get_by_text(re.compile(r"Running: \w+")).first).to_be_visible(timeout=60_000)
+        finally:
+            browser.close()
+    second = next(r["id"] for r in store.list_runs() if r["id"] != first)
+    assert store.status(second) == "running"
+    server.proc.send_signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    while store.status(second) == "running" and time.monotonic() - t0 < 5:
+        time.sleep(0.05)
+    assert store.status(second) == "interrupted", "not interrupted within 5 s of SIGTERM"
+    server.proc.wait(30)
+    log = server.log.read_text()
+    assert "terminate called" not in log and "Traceback" not in log, log[-3000:]

@@ -31,7 +31,9 @@ DataFrames (empty frames still have every column listed):
     the metrics dict held, the run's config columns (as in ``runs_df``), and ratios to the
     same run's ``before`` row: ``flops_ratio`` (effective FLOPs / before), ``params_ratio``
     (nonzero params / before), ``size_ratio`` (sparse size / before dense size),
-    ``speedup_b1`` (before latency / latency), ``top1_delta`` (top1 - before top1).
+    ``speedup_b1`` / ``speedup_batch`` (the stage's stored interleaved comparison with the
+    baseline, ``speedup_method="interleaved"``; for runs stored before that, before latency /
+    latency, marked ``"separate"``), ``top1_delta`` (top1 - before top1).
     Accuracies are fractions in [0, 1]; FLOPs are FLOPs (2 x MACs).
 ``events_df(run_id, kinds=None)``: ``id, time, kind, stage, fraction, message, data``
     (``data`` a dict); kinds: ``status, stage_started, stage_finished, progress, metrics,

@@ -650,7 +650,8 @@ def runs_table_view(runs: pd.DataFrame, metrics: pd.DataFrame) -> tuple[Any, dic
 
     The rows and raw columns of :func:`summarize_runs` (numbers stay numbers underneath, so
     sorting works), shown with one percent format
-    (``'38.1%'``), ``MISSING`` for what is not there, the status as text, the progress as a bar,
+    (``'38.1%'``), ``MISSING`` for what is not there, the status as text, the progress as a bar
+    of whole percents (0-100, as on the live card),
     the run name pinned; pruning settings no run uses are left out. ``view.data`` holds the
     raw numbers (``summarize_runs``' columns, in display order).
     """
@@ -660,8 +661,8 @@ def runs_table_view(runs: pd.DataFrame, metrics: pd.DataFrame) -> tuple[Any, dic
         "name": ("Run", "The run's name (Experiment page).", {"pinned": True, "width": "medium"}),
         "status": ("Status", "queued, running, finished, failed, cancelled or interrupted."),
         "progress": ("Progress", "Share of the run's work done (stages weighted by their expected time).",
-                     {"type_config": {"type": "progress", "format": "percent", "min_value": 0.0, "max_value": 1.0,
-                                      "step": 0.001}}),
+                     {"type_config": {"type": "progress", "format": "%d%%", "min_value": 0, "max_value": 100,
+                                      "step": 1}}),
         "top1_after": ("Top-1", "Test top-1 accuracy of the pruned, finetuned model."),
         "top1_delta": ("Δ top-1", "Top-1 minus the baseline's, in percentage points."),
         "speedup_b1": ("Speedup b=1", _speedup_help("batch 1")),
@@ -687,6 +688,8 @@ def runs_table_view(runs: pd.DataFrame, metrics: pd.DataFrame) -> tuple[Any, dic
                                     "dense_flops_reduction", "size_reduction", *PRUNE_COLUMNS)}
     formats = {**pct, "top1_delta": fmt_points, "duration_s": fmt_seconds, "img_size": fmt_count,
                "speedup_b1": fmt_speedup}
+    # whole percents, 0-100: the live card's format ("overall 38%"), not the grid's "37.99%"
+    t["progress"] = (100 * _num(t["progress"]).fillna(0.0)).round()
     styler, config = _view(t, spec, formats)
     rows = list(np.flatnonzero((t["speedup_method"] == SEPARATE).to_numpy()))
     if rows:

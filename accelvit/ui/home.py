@@ -22,22 +22,8 @@ def _runs_table(runs, metrics) -> None:
     if table.empty:
         st.info("No runs yet. Run the quick demo above, or set up an experiment on the **Experiment** page.")
         return
-    pct = {"format": "percent"}
-    unused = [c for c in charts.PRUNE_COLUMNS if table[c].isna().all()]
-    st.dataframe(
-        table.drop(columns=unused), hide_index=True, width="stretch",
-        column_config={
-            "id": st.column_config.TextColumn("run"),
-            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
-            "top1_before": st.column_config.NumberColumn("top-1 before", **pct),
-            "top1_after": st.column_config.NumberColumn("top-1 after", **pct),
-            "top1_delta": st.column_config.NumberColumn("Δ top-1", **pct),
-            "dense_flops_reduction": st.column_config.NumberColumn("dense FLOPs −", **pct),
-            "effective_flops_reduction": st.column_config.NumberColumn("effective FLOPs −", **pct),
-            "size_reduction": st.column_config.NumberColumn("size −", **pct),
-            "duration_s": st.column_config.NumberColumn("duration (s)", format="%.0f"),
-            "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm"),
-        })
+    view, config = charts.runs_table_view(runs, metrics)
+    st.dataframe(view, column_config=config, hide_index=True, placeholder=charts.MISSING, width="stretch")
     st.caption("Reductions: the fraction removed, after vs before; size compares the smaller file written "
                "(dense fp32 safetensors or the sparse bitmask form). Open **Results** for the details.")
 
