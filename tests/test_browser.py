@@ -197,20 +197,38 @@ def _capture_all_pages(page, url: str, out: Path) -> None:
     _shot(page, out / "inference.png", 1500)
 
 
+_SNAPSHOT_JS = """() => {
+  const bar = [...document.querySelectorAll('[data-testid="stProgress"]')].map(e => e.innerText)
+      .find(t => /overall \\d+%/.test(t)) || null;
+  const rows = [...document.querySelectorAll('[data-testid="stDataFrame"] [role="row"]')]
+      .map(r => [...r.querySelectorAll('[role="gridcell"]')].map(c => c.innerText.trim()));
+  return {bar, rows};
+}"""
+
+
 def _table_and_card_agree(page, home: Path) -> None:
-    """Mid-run, the Home runs table and the live card show the same status (one record per refresh)."""
+    """Mid-run, the Home runs table and the live card show the same status and the same whole
+    percent (one record per refresh). The grid is a canvas; its accessible twin holds the cells.
+    Both are read in one evaluation, and compared when a second read 0.4 s later is the same
+    (not in the middle of a refresh), up to five times."""
     from accelvit.runs import RunStore
 
-    (run,) = RunStore(home).list_runs()
-    if run["status"] != "running":
-        return  # finished already on a fast machine: nothing mid-run to compare
-    expect(page.get_by_text(re.compile(r"Running: \w+")).first).to_be_visible(timeout=30_000)
-    # the table is a canvas grid; its accessible twin lists the cells
-    cells = page.locator('[data-testid="stDataFrame"] [role="gridcell"]').all_inner_texts()
-    card = page.get_by_text(re.compile(r"Running: \w+")).first.inner_text()
-    if cells:
-        statuses = {c.strip() for c in cells} & {"queued", "running", "finished", "cancelled"}
-        assert statuses <= {"running", "finished"}, (statuses, card)
+    seen = 0
+    for _ in range(5):
+        (run,) = RunStore(home).list_runs()
+        if run["status"] != "running":
+            break  # finished already on a fast machine: nothing more mid-run to compare
+        snap = page.evaluate(_SNAPSHOT_JS)
+        page.wait_for_timeout(400)
+        if page.evaluate(_SNAPSHOT_JS) != snap:  # a refresh was arriving (its elements stream in one by one)
+            continue
+        row = next((r for r in snap["rows"] if r and r[0] == run["name"]), None)
+        if snap["bar"] and row:
+            percent = re.search(r"overall (\d+)%", snap["bar"]).group(1)
+            assert row[1] == "running" and row[2] == percent, (row, snap["bar"])
+            seen += 1
+        page.wait_for_timeout(1000)
+    assert seen or RunStore(home).list_runs()[0]["status"] != "running", "no mid-run view of table and card"
 
 
 def test_cancel_shows_at_once_and_sigterm_leaves_the_run_interrupted(server):

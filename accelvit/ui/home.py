@@ -61,6 +61,7 @@ def render() -> None:
         demo_run = mgr.submit(cfg, submit_key=key)
         remember_submit("demo", [demo_run])
         st.session_state["demo_run"] = demo_run
+        st.rerun()  # draw the button disabled and the live card for the queued demo
 
     # One refresh draws the live card (this session's demo, else, after a reload or in a second
     # tab, whatever is queued or running) and the runs table from the same record.
