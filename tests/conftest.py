@@ -56,3 +56,15 @@ def digits_baseline(tmp_path_factory):
     finally:
         torch.set_num_threads(n)
     return model, data, top1, ckpt
+
+
+@pytest.fixture
+def app_home(tmp_path, monkeypatch):
+    """A run store of its own for a dashboard AppTest (``$ACCELVIT_HOME``); every job manager made
+    for it is shut down afterwards."""
+    from accelvit.runs import jobs
+
+    h = tmp_path / "home"
+    monkeypatch.setenv("ACCELVIT_HOME", str(h))
+    yield h
+    jobs.shutdown_all()

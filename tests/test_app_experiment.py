@@ -15,19 +15,17 @@ from streamlit.proto.Metric_pb2 import Metric as MetricProto
 from streamlit.testing.v1 import AppTest
 
 from accelvit.experiment import estimate
-from accelvit.runs import RunStore, jobs
+from accelvit.runs import RunStore
 from accelvit.ui import forms
+from test_app_pages import _column_with as column_with  # noqa: E402  (the page puts field errors there)
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "1_Experiment.py")
 TINY = {"exp:model": "swin_pico", "exp:data.img_size": 16}
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch):
-    h = tmp_path / "home"
-    monkeypatch.setenv("ACCELVIT_HOME", str(h))
-    yield h
-    jobs.shutdown_all()
+def home(app_home):
+    return app_home
 
 
 @pytest.fixture
@@ -59,23 +57,6 @@ def ok(at: AppTest) -> None:
 
 def texts(elements) -> str:
     return "\n".join(str(e.value) for e in elements)
-
-
-def column_with(at: AppTest, key: str):
-    """The innermost block holding the widget ``key``: the page shows its field errors there."""
-    def walk(block):
-        kids = list(getattr(block, "children", {}).values())
-        if any(getattr(k, "key", None) == key for k in kids):
-            return block
-        for k in kids:
-            found = walk(k)
-            if found is not None:
-                return found
-        return None
-
-    found = walk(at._tree)
-    assert found is not None, f"no block holds {key}"
-    return found
 
 
 def test_estimate_is_not_recomputed_for_epochs_lr_seed_or_name(home, calls):

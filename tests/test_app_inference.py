@@ -22,7 +22,7 @@ from accelvit import serialize
 from accelvit.data import DataConfig, load_data
 from accelvit.models import build_model
 from accelvit.prune import PruneConfig, prune
-from accelvit.runs import RunStore, jobs
+from accelvit.runs import RunStore
 from accelvit.ui import inference
 from test_app_pages import add_finished, m, no_exception, page, texts
 
@@ -31,11 +31,8 @@ N_IMAGES = 4  # the page's default "How many"
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch):
-    h = tmp_path / "home"
-    monkeypatch.setenv("ACCELVIT_HOME", str(h))
-    yield h
-    jobs.shutdown_all()
+def home(app_home):
+    return app_home
 
 
 def always_predict(model: torch.nn.Module, index: int) -> torch.nn.Module:

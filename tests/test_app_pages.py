@@ -42,11 +42,8 @@ TINY = {"exp:model": "swin_pico", "exp:data.img_size": 16, "exp:data.subset": 20
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch):
-    h = tmp_path / "home"
-    monkeypatch.setenv("ACCELVIT_HOME", str(h))
-    yield h
-    jobs.shutdown_all()
+def home(app_home):
+    return app_home
 
 
 def page(name: str) -> AppTest:
@@ -174,6 +171,9 @@ def test_home_shows_finished_failed_and_running_runs(home):
         assert table.at[ids["a"], "top1_after"] == pytest.approx(0.93)
         assert table.at[ids["a"], "dense_flops_reduction"] == pytest.approx(1 - 2.3 / 4.9)
         assert "on purpose" in table.at[ids["failed"], "error"]
+        # a run is live: the plot waits behind a switch (a browser redraws every chart on each refresh)
+        assert "home-tradeoff" not in charts_of(at) and "hidden while a run is live" in texts(at.caption)
+        at.toggle(key="home-tradeoff-live").set_value(True).run()
         fig = charts_of(at)["home-tradeoff"]  # finished runs only
         assert sorted(trace(fig, "pruned (after)")["x"]) == [1.0e6, 1.4e6]
         # the live view follows the running run: its stage, epoch and loss from the store

@@ -14,7 +14,6 @@ from accelvit.data import DataConfig
 from accelvit.experiment import ExperimentConfig
 from accelvit.prune import PruneConfig
 from accelvit.runs import RunStore, jobs
-from accelvit.runs.queries import add_ratios
 from accelvit.train import TrainConfig
 from accelvit.ui import charts
 

@@ -66,7 +66,8 @@ def render() -> None:
     # One refresh draws the live card (this session's demo, else, after a reload or in a second
     # tab, whatever is queued or running) and the runs table from the same record.
     metrics = store.metrics_df()
-    render_live(None, key="home", show_curves=True, show_log=False,
+    live = bool(runs["status"].isin(ACTIVE).any())
+    render_live(None, key="home", show_curves=True, curves_default=False, show_log=False,
                 follow=lambda df: run_to_watch(df, [demo_run]),
                 extra=lambda df: _runs_table(df, metrics))
 
@@ -75,6 +76,12 @@ def render() -> None:
     done = metrics[metrics["status"] == FINISHED]
     if done.empty:
         st.info("The accuracy / FLOPs trade-off plot appears here once a run has finished.")
+    elif live and not st.toggle(
+            "Show the plot while a run is live", value=False, key="home-tradeoff-live",
+            help="While the run above refreshes, the browser redraws every chart on the page each time (about a "
+                 "quarter of a CPU core per tab); on a small machine that slows the run. The plot comes back "
+                 "when the run ends, or now with this switch."):
+        st.caption(f"{len(done['run_id'].unique())} finished run(s); the plot is hidden while a run is live.")
     else:
         st.plotly_chart(charts.tradeoff_figure(done, "effective_flops"), key="home-tradeoff")
         st.caption(charts.TRADEOFF_METRICS["effective_flops"][1] + ". Stars: baselines; dots: pruned models; "

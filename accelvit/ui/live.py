@@ -33,17 +33,25 @@ STATUS_ICONS = {QUEUED: ":material/schedule:", RUNNING: ":material/directions_ru
 LOG_KINDS = ("status", "stage_started", "stage_finished", "warning", "error", "artifact")
 #: Seconds between refreshes of a live view (the issue asks for 2-5 s: often enough to follow
 #: a run, rarely enough that rendering costs little).
-POLL_S = 3.0
+POLL_S = 5.0
+#: The curves of a live run are redrawn this often (the numbers every POLL_S).
+CURVES_EVERY_S = 15.0
 #: No ETA before the run has been timed this long past its data stage.
 ETA_MIN_TIMED_S = 5.0
 
 
-def fmt_seconds(s: Any) -> str:
+def _seconds(s: Any) -> float | None:
+    """``s`` as a finite, non-negative number of seconds, else None."""
     try:
         v = float(s)
     except (TypeError, ValueError):
-        return "–"
-    if not math.isfinite(v) or v < 0:
+        return None
+    return v if math.isfinite(v) and v >= 0 else None
+
+
+def fmt_seconds(s: Any) -> str:
+    v = _seconds(s)
+    if v is None:
         return "–"
     v = int(round(v))
     if v < 60:
@@ -55,11 +63,8 @@ def fmt_seconds(s: Any) -> str:
 
 def fmt_eta(s: Any) -> str:
     """A short, readable remaining time: ``about 40 s``, ``about 3 min``, ``about 1 h 05 min``."""
-    try:
-        v = float(s)
-    except (TypeError, ValueError):
-        return "–"
-    if not math.isfinite(v) or v < 0:
+    v = _seconds(s)
+    if v is None:
         return "–"
     if v < 55:
         return f"about {max(5, int(round(v / 5)) * 5)} s"
@@ -214,7 +219,7 @@ def live_card(run: dict[str, Any], key: str, show_curves: bool = True, show_log:
     stage = run.get("stage") or live.get("stage") or "–"
     started = run.get("started_at")
     elapsed = (run.get("finished_at") or time.time()) - started if started else None
-    prog = store().progress_df(run_id) if (show_curves or status == RUNNING) else None
+    prog = store().progress_df(run_id) if (show_curves or status == RUNNING) else None  # curves, ETA
     st.progress(min(max(progress, 0.0), 1.0), text=f"overall {fmt_percent(progress)} · stage: {stage}")
     if status in ACTIVE:
         frac = live.get("fraction")
@@ -259,12 +264,19 @@ def live_card(run: dict[str, Any], key: str, show_curves: bool = True, show_log:
 
 def render_live(run_id: str | None, key: str = "live", interval: float = POLL_S, show_curves: bool = True,
                 show_log: bool = True, follow: Callable[[pd.DataFrame], str | None] | None = None,
-                extra: Callable[[pd.DataFrame], None] | None = None, boxed: bool = True) -> None:
+                extra: Callable[[pd.DataFrame], None] | None = None, boxed: bool = True,
+                curves_default: bool = True) -> None:
     """Show one run; refreshes every ``interval`` seconds while it is queued or running.
 
     ``follow(runs_df)`` picks the run to show on each refresh (so the view moves on to the run
     still active after one ends or is cancelled); ``extra(runs_df)`` draws more from the same
     refresh's snapshot (a runs table), patched with the live record so the two agree.
+
+    While the run is active its curves are a separate fragment below, refreshed every
+    :data:`CURVES_EVERY_S` seconds, behind a toggle (``curves_default``): any chart on the page is
+    redrawn by the browser on every refresh of the numbers (measured: about 0.25 of a core per
+    tab), which on a small machine shared with the job slows the run. A finished run's curves
+    are drawn once, in its card.
     """
     s = store()
     runs0 = s.runs_df() if (follow is not None or extra is not None) else None
@@ -280,11 +292,12 @@ def render_live(run_id: str | None, key: str = "live", interval: float = POLL_S,
         if rid and run is None:
             st.warning(f"Run {rid} is not in the store {s.home}.")
         elif run is not None:
+            curves_here = show_curves and not active
             if boxed:
                 with st.container(border=True):
-                    status = live_card(run, key, show_curves, show_log)
+                    status = live_card(run, key, curves_here, show_log)
             else:
-                status = live_card(run, key, show_curves, show_log)
+                status = live_card(run, key, curves_here, show_log)
         if extra is not None:
             extra(snapshot(runs, run))
         if active and (status in TERMINAL or rid != rid0):
@@ -294,3 +307,16 @@ def render_live(run_id: str | None, key: str = "live", interval: float = POLL_S,
                 st.rerun()  # the whole page, so results tables and charts show the final numbers
 
     view()
+    if show_curves and active and st.toggle(
+            "Live training curves", value=curves_default, key=f"live-curves-{key}",
+            help="Charts are what a refresh costs the browser most: with curves on, each open tab takes about a "
+                 "quarter of a CPU core while the run is live (bench/RESULTS.md, 'Watching a run'). When the "
+                 "browser shares a small machine with the job, that time is taken from the run."):
+        @st.fragment(run_every=CURVES_EVERY_S)
+        def curves() -> None:
+            prog = s.progress_df(rid0)
+            if not charts.progress_curves(prog).empty:
+                st.caption(f"Training curves of {rid0}, redrawn every {CURVES_EVERY_S:.0f} s while it runs.")
+            _curves(rid0, key, prog)
+
+        curves()
