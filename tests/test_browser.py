@@ -138,8 +138,9 @@ def test_quick_demo_in_a_real_browser(server, tmp_path):
             expect(other.get_by_text(re.compile(r"overall \d+% · stage: \w+")).first).to_be_visible(timeout=60_000)
             other.close()
             _table_and_card_agree(page, server.home)
-            if shots:  # the live view mid-run: progress, curves, throughput, ETA
+            if shots:  # the live view mid-run: progress, curves (switched on), throughput, time left
                 try:
+                    page.get_by_text("Live training curves").click()
                     expect(page.get_by_text("training loss")).to_be_visible(timeout=60_000)
                     page.wait_for_timeout(3000)
                     Path(shots).mkdir(parents=True, exist_ok=True)

@@ -119,7 +119,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 #: The one-click demo: the same recipe at a tiny scale (swin_micro at 16 px, 6 + 2 epochs),
-#: about half a minute on two CPU cores.
+#: about 45 s on two CPU cores (bench.live_watch).
 QUICK_DEMO: dict[str, Any] = {
     "name": "quick demo",
     "data": {"dataset": "digits", "img_size": 16, "batch_size": 32, "augment": False},

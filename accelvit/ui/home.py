@@ -50,7 +50,7 @@ def render() -> None:
         f"Digits (embedded, offline) · {demo['model']} at {demo['data']['img_size']} px · "
         f"{demo['train']['epochs']} training + {demo['finetune']['epochs']} finetuning epochs · "
         f"head ratio {demo['prune']['head_ratio']}, SVD rank ratio {demo['prune']['rank_ratio']}, "
-        f"IHT sparsity {demo['prune']['sparsity']}. About half a minute on two CPU cores.")
+        f"IHT sparsity {demo['prune']['sparsity']}. About 45 s on two CPU cores.")
     demo_run = st.session_state.get("demo_run")
     runs = store.runs_df()
     demo_active = bool(((runs["name"] == demo["name"]) & runs["status"].isin(ACTIVE)).any())
