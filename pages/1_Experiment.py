@@ -10,7 +10,7 @@ from accelvit.models import SCRATCH_CONFIGS, list_models
 from accelvit.prune.config import CRITERIA, TARGET_RULES
 from accelvit.runs import ACTIVE, run_to_watch, watched_runs
 from accelvit.serialize import SPEC_FILE, WEIGHTS_FILE
-from accelvit.ui import charts, forms
+from accelvit.ui import forms, tables
 from accelvit.ui.live import render_live
 from accelvit.ui.state import PAGE_ICON, device_choices, manager, remember_submit, submit_key
 
@@ -266,8 +266,8 @@ def _delta(before: float, after: float) -> dict:
     """st.metric's delta for a change from ``before`` to ``after``: no red arrow for no change."""
     pct = _pct(before, after)
     if pct is None:
-        return dict(delta=f"no change vs {charts.fmt_si(before)}", delta_color="off", delta_arrow="off")
-    return dict(delta=f"{pct} vs {charts.fmt_si(before)}", delta_color="inverse")
+        return dict(delta=f"no change vs {tables.fmt_si(before)}", delta_color="off", delta_arrow="off")
+    return dict(delta=f"{pct} vs {tables.fmt_si(before)}", delta_color="inverse")
 
 
 METRICS = (("dense_flops", "Dense FLOPs / image"), ("effective_flops", "Effective FLOPs"),
@@ -327,21 +327,21 @@ def estimate_panel(targets: list[tuple[str, str]], auto: bool, noop: bool, sweep
         b, a = results[0]["before"], results[0]["after"]
         for col, (k, label) in zip(cols, METRICS):
             if noop:
-                col.metric(label, charts.fmt_si(b[k]), "baseline: nothing is pruned", delta_color="off",
+                col.metric(label, tables.fmt_si(b[k]), "baseline: nothing is pruned", delta_color="off",
                            delta_arrow="off")
             else:
-                col.metric(label, charts.fmt_si(a[k]), **_delta(b[k], a[k]))
+                col.metric(label, tables.fmt_si(a[k]), **_delta(b[k], a[k]))
     else:  # a sweep: the range from its most to its least pruned run
         lo, hi = results
         for col, (k, label) in zip(cols, METRICS):
             b = lo["before"][k]
             a_min, a_max = sorted((lo["after"][k], hi["after"][k]))
             if _pct(a_max, a_min) is None:  # the same for every run of the sweep
-                col.metric(label, charts.fmt_si(a_min), **_delta(b, a_min))
+                col.metric(label, tables.fmt_si(a_min), **_delta(b, a_min))
             else:
                 d_min, d_max = (_pct(b, a) or "0%" for a in (a_min, a_max))
-                col.metric(label, f"{charts.fmt_si(a_min)} – {charts.fmt_si(a_max)}",
-                           f"{d_min} to {d_max} vs {charts.fmt_si(b)}", delta_color="inverse")
+                col.metric(label, f"{tables.fmt_si(a_min)} – {tables.fmt_si(a_max)}",
+                           f"{d_min} to {d_max} vs {tables.fmt_si(b)}", delta_color="inverse")
     st.caption(results[0]["note"])
     return None
 

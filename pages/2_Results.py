@@ -9,7 +9,7 @@ import streamlit as st
 
 from accelvit.runs import FINISHED
 from accelvit.serialize import SPEC_FILE, WEIGHTS_FILE
-from accelvit.ui import charts
+from accelvit.ui import charts, tables
 from accelvit.ui.state import PAGE_ICON, manager
 
 st.set_page_config(page_title="accelvit · Results", page_icon=PAGE_ICON, layout="wide")
@@ -71,7 +71,7 @@ def _layers(path: str, mtime: float) -> pd.DataFrame:
 run = store.get_run(one) or {}
 row = m[(m["run_id"] == one) & (m["stage"] == stage)]
 merged = {**(row.iloc[0].dropna().to_dict() if not row.empty else {}), **((run.get("stages") or {}).get(stage) or {})}
-lat = charts.latency_summary(merged, (run.get("config") or {}).get("prune"))
+lat = tables.latency_summary(merged, (run.get("config") or {}).get("prune"))
 if lat["metrics"]:
     for col, (label, value, help_) in zip(st.columns(len(lat["metrics"])), lat["metrics"]):
         col.metric(label, value, help=help_)
@@ -93,15 +93,15 @@ else:
     with l2:
         st.plotly_chart(charts.linear_bars(layers), key="linears")
     with st.expander("Per-layer table"):
-        st.dataframe(layers, hide_index=True, width="stretch", placeholder=charts.MISSING)
+        st.dataframe(layers, hide_index=True, width="stretch", placeholder=tables.MISSING)
 
 # ----------------------------------------------------------------------------- table + downloads
 st.subheader("Metrics")
-table = charts.metrics_table(m)
-view, config = charts.metrics_table_view(m)
+table = tables.metrics_table(m)
+view, config = tables.metrics_table_view(m)
 st.caption("Metrics: one row per run and model. Hover a column header for how it was measured; speedups and "
            "latencies were timed on the device in 'Timed on'.")
-st.dataframe(view, hide_index=True, width="stretch", column_config=config, placeholder=charts.MISSING)
+st.dataframe(view, hide_index=True, width="stretch", column_config=config, placeholder=tables.MISSING)
 d1, d2, d3 = st.columns(3)
 d1.download_button("Metrics as CSV", table.to_csv(index=False).encode(), file_name="accelvit_metrics.csv",
                    mime="text/csv", icon=":material/download:", key="dl_csv")

@@ -15,7 +15,7 @@ from accelvit.experiment import ExperimentConfig
 from accelvit.prune import PruneConfig
 from accelvit.runs import RunStore, jobs
 from accelvit.train import TrainConfig
-from accelvit.ui import charts
+from accelvit.ui import tables
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE_NAME = "cpu (2 threads, 16 cores)"
@@ -81,7 +81,7 @@ def fill(store: RunStore) -> dict[str, str]:
 def test_metrics_table_view_has_friendly_headers_units_and_no_raw_none(tmp_path):
     store = RunStore(tmp_path)
     ids = fill(store)
-    view, config = charts.metrics_table_view(store.metrics_df())
+    view, config = tables.metrics_table_view(store.metrics_df())
     labels = {k: v["label"] for k, v in config.items()}
     assert labels["name"] == "Run" and config["name"]["pinned"] and config["stage"]["pinned"]
     assert labels["latency_ms_b1"] == "Latency b=1" and labels["speedup_batch"] == "Speedup b=64"
@@ -108,20 +108,20 @@ def test_runs_table_view_formats_percent_progress_and_missing(tmp_path):
     store = RunStore(tmp_path)
     ids = fill(store)
     runs, metrics = store.runs_df(), store.metrics_df()
-    view, config = charts.runs_table_view(runs, metrics)
+    view, config = tables.runs_table_view(runs, metrics)
     assert config["progress"]["type_config"]["type"] == "progress" and config["name"]["pinned"]
     assert config["status"]["label"] == "Status" and config["top1_after"]["label"] == "Top-1"
     t = shown(view).assign(id=view.data["id"].to_numpy()).set_index("id")
     assert t.at[ids["new"], "top1_after"] == "93.0%" and t.at[ids["new"], "speedup_b1"] == "0.80×"
     assert t.at[ids["old"], "speedup_b1"] == "1.25× (separate)"
-    assert t.at[ids["failed"], "top1_after"] == charts.MISSING and t.at[ids["failed"], "status"] == "failed"
+    assert t.at[ids["failed"], "top1_after"] == tables.MISSING and t.at[ids["failed"], "status"] == "failed"
     assert t.at[ids["new"], "head_ratio"] == "50.0%" and t.at[ids["old"], "head_ratio"] == "0.0%"
     text = t.drop(columns=["progress", "created"]).astype(str).to_numpy().ravel().tolist()
     assert not any(v in ("None", "nan", "NaN", "<NA>") for v in text)
     raw = view.data.set_index("id")  # what AppTest's .value reads: the numbers
     assert raw.at[ids["new"], "top1_after"] == pytest.approx(0.93)
-    assert charts.summarize_runs(runs, metrics).set_index("id").at[ids["new"], "speedup_b1"] == pytest.approx(0.8)
-    empty, _ = charts.runs_table_view(pd.DataFrame(columns=["id"]), pd.DataFrame())
+    assert tables.summarize_runs(runs, metrics).set_index("id").at[ids["new"], "speedup_b1"] == pytest.approx(0.8)
+    empty, _ = tables.runs_table_view(pd.DataFrame(columns=["id"]), pd.DataFrame())
     assert empty.data.empty
 
 
@@ -135,7 +135,7 @@ def test_results_page_shows_readable_table_and_the_interleaved_speedup_with_its_
         table = at.dataframe[-1]
         config = json.loads(table.proto.columns)
         assert config["latency_ms_b1"]["label"] == "Latency b=1" and config["name"]["pinned"]
-        assert config["speedup_b1"]["label"] == "Speedup b=1" and table.proto.placeholder == charts.MISSING
+        assert config["speedup_b1"]["label"] == "Speedup b=1" and table.proto.placeholder == tables.MISSING
         assert set(table.value["stage"]) == {"before", "after"}  # raw values underneath
         display = table.proto.arrow_data.styler.display_values
         assert display  # the formatted text travels with the table

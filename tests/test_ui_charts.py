@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from accelvit.ui import charts
+from accelvit.ui import charts, tables
 
 
 def metrics_frame() -> pd.DataFrame:
@@ -95,7 +95,7 @@ def test_summarize_runs_reductions_and_missing_metrics():
     runs = pd.DataFrame({"id": ["c", "b", "a", "d"], "name": ["c", "b", "a", "d"],
                          "status": ["running", "finished", "finished", "failed"], "stage": None, "progress": 0.5,
                          "dataset": "digits", "model": "swin_pico", "head_ratio": 0.5})
-    t = charts.summarize_runs(runs, m).set_index("id")
+    t = tables.summarize_runs(runs, m).set_index("id")
     assert t.at["a", "top1_before"] == 0.95 and t.at["a", "top1_after"] == 0.93
     assert t.at["a", "top1_delta"] == pytest.approx(-0.02)
     assert t.at["a", "dense_flops_reduction"] == pytest.approx(0.5)
@@ -103,7 +103,7 @@ def test_summarize_runs_reductions_and_missing_metrics():
     assert t.at["a", "size_reduction"] == pytest.approx(1 - 1.5 / 4.0)
     assert math.isnan(t.at["c", "top1_after"]) and math.isnan(t.at["d", "top1_before"])
     assert list(t.index) == ["c", "b", "a", "d"]  # the store's order is kept
-    empty = charts.summarize_runs(pd.DataFrame(columns=["id"]), pd.DataFrame())
+    empty = tables.summarize_runs(pd.DataFrame(columns=["id"]), pd.DataFrame())
     assert empty.empty and "top1_after" in empty.columns
 
 
@@ -149,8 +149,8 @@ def test_progress_curves_fractional_epochs_by_stage():
 
 
 def test_formatting_helpers():
-    assert charts.fmt_si(92_700_000) == "92.7 M"
-    assert charts.fmt_si(None) == "–" and charts.fmt_pct(float("nan")) == "–"
-    assert charts.fmt_pct(0.9312) == "93.1%"
+    assert tables.fmt_si(92_700_000) == "92.7 M"
+    assert tables.fmt_si(None) == "–" and tables.fmt_pct(float("nan")) == "–"
+    assert tables.fmt_pct(0.9312) == "93.1%"
     assert charts.short_module("layers.1.downsample.reduction") == "s1.downsample.reduction"
     assert charts.short_module("head.fc") == "head.fc"

@@ -1,7 +1,9 @@
 """Dashboard helpers. Pure, unit-testable pieces live here; the Streamlit pages stay thin.
 
-- :mod:`accelvit.ui.charts`: tables and Plotly figures built from the store's DataFrames
+- :mod:`accelvit.ui.charts`: Plotly figures built from the store's DataFrames
   (ratios from :func:`accelvit.runs.queries.ratio_to_before`).
+- :mod:`accelvit.ui.tables`: the runs and metrics tables, the latency summary and the
+  display formats (``fmt_*``, ``MISSING``); imports ``charts``, never the other way.
 - :mod:`accelvit.ui.forms`: the Experiment form's defaults, config building, validation
   mapped to fields, the quick demo, cost estimates before launching.
 - :mod:`accelvit.ui.inference`: upload checks, model loading, top-k predictions, latency.

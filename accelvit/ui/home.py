@@ -10,7 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from accelvit.runs import ACTIVE, FINISHED, run_to_watch
-from accelvit.ui import charts
+from accelvit.ui import charts, tables
 from accelvit.ui.forms import QUICK_DEMO, quick_demo_config
 from accelvit.ui.live import render_live
 from accelvit.ui.state import device_text, manager, remember_submit, submit_key
@@ -18,12 +18,12 @@ from accelvit.ui.state import device_text, manager, remember_submit, submit_key
 
 def _runs_table(runs, metrics) -> None:
     st.subheader("Runs")
-    table = charts.summarize_runs(runs, metrics)
+    table = tables.summarize_runs(runs, metrics)
     if table.empty:
         st.info("No runs yet. Run the quick demo above, or set up an experiment on the **Experiment** page.")
         return
-    view, config = charts.runs_table_view(runs, metrics)
-    st.dataframe(view, column_config=config, hide_index=True, placeholder=charts.MISSING, width="stretch")
+    view, config = tables.runs_table_view(runs, metrics)
+    st.dataframe(view, column_config=config, hide_index=True, placeholder=tables.MISSING, width="stretch")
     st.caption("Reductions: the fraction removed, after vs before; size compares the smaller file written "
                "(dense fp32 safetensors or the sparse bitmask form). Open **Results** for the details.")
 

@@ -23,7 +23,7 @@ import streamlit as st
 
 from ..runs import (ACTIVE, CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, TERMINAL, run_metrics,
                     stage_ratios)
-from . import charts
+from . import charts, tables
 from .state import manager, store
 
 # Material icons ship with Streamlit's frontend, so they render without emoji fonts.
@@ -231,7 +231,7 @@ def live_card(run: dict[str, Any], key: str, show_curves: bool = True, show_log:
         training = live.get("stage") == stage and ep is not None
         cols[0].metric("Epoch", f"{ep}/{eps}" if training and eps else "–")
         cols[1].metric("Loss", f"{live['loss']:.3f}" if training and isinstance(live.get("loss"), (int, float)) else "–")
-        cols[2].metric("Train acc.", charts.fmt_pct(live.get("accuracy")) if training else "–")
+        cols[2].metric("Train acc.", tables.fmt_pct(live.get("accuracy")) if training else "–")
         ips = live.get("images_per_s")
         cols[3].metric("Images/s", f"{ips:.0f}" if training and isinstance(ips, (int, float)) else "–")
         cols[4].metric("Elapsed", fmt_seconds(elapsed) if elapsed is not None else "–")
