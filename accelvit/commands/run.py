@@ -254,7 +254,7 @@ def _print_run_summary(run: dict[str, Any]) -> None:
 # ============================================================================ commands
 def cmd_run(args: argparse.Namespace) -> int:
     from ..runs import RUNNING, RunStore, new_owner, release_owner
-    from ..runs.jobs import execute
+    from ..runs.execute import execute
 
     cfg = config_from_args(args)  # ConfigError -> exit 2 before anything runs
     store = RunStore()

@@ -7,8 +7,10 @@ Rooms:
 - :mod:`~accelvit.runs.store`: :class:`RunStore`, the SQL (writers and readers).
 - :mod:`~accelvit.runs.queries`: the DataFrames, the one before/after computation
   (:func:`ratio_to_before`) and which run a live view follows (:func:`run_to_watch`).
-- :mod:`~accelvit.runs.jobs`: :class:`JobManager`, a thread executing queued runs one at a
-  time; :func:`execute` runs one in the calling thread (``accelvit run``).
+- :mod:`~accelvit.runs.execute`: :func:`execute` runs one experiment against the store in the
+  calling thread (``accelvit run``, the job process), recording every event.
+- :mod:`~accelvit.runs.jobs`: :class:`JobManager`, a scheduler thread running queued runs one
+  at a time, each in its own process (:mod:`~accelvit.runs.worker`) or in the thread.
 
 ``import accelvit.runs`` stays free of torch: the job runner's names are imported on first use.
 
@@ -66,7 +68,9 @@ from .schema import (ACTIVE, CANCELLED, FAILED, FINISHED, INTERRUPTED, METRIC_CO
                      SCHEMA_VERSION, STATUSES, TERMINAL, StoreError)
 from .store import RunStore, new_run_id
 
-_JOBS = ("JobManager", "StoreRecorder", "execute", "get_manager", "shutdown_all")
+#: Names imported on first use (they import torch): where each lives.
+_JOBS = {"JobManager": "jobs", "get_manager": "jobs", "shutdown_all": "jobs", "StoreRecorder": "execute",
+         "execute": "execute"}
 
 __all__ = ["ACTIVE", "CANCELLED", "FAILED", "FINISHED", "INTERRUPTED", "METRIC_COLUMNS", "QUEUED", "RUNNING",
            "SCHEMA_VERSION", "STATUSES", "TERMINAL", "RunStore", "StoreError", "before_value", "config_columns",
@@ -76,5 +80,5 @@ __all__ = ["ACTIVE", "CANCELLED", "FAILED", "FINISHED", "INTERRUPTED", "METRIC_C
 
 def __getattr__(name: str) -> Any:
     if name in _JOBS:
-        return getattr(importlib.import_module("accelvit.runs.jobs"), name)
+        return getattr(importlib.import_module(f"accelvit.runs.{_JOBS[name]}"), name)
     raise AttributeError(f"module 'accelvit.runs' has no attribute {name!r}")

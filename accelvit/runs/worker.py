@@ -2,7 +2,7 @@
 
 The job manager's ``process`` executor keeps one such process warm (torch, timm and the
 runner imported) and hands it a run id on stdin when a job starts; the process runs
-:func:`accelvit.runs.jobs.execute` against the run store and exits. Rendering in the web
+:func:`accelvit.runs.execute.execute` against the run store and exits. Rendering in the web
 server then cannot starve the training (they no longer share a GIL or a process), and
 the same seam can launch other executors (``torchrun``) that report through the store.
 
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     # The expensive imports happen here, while the process waits as a standby.
     from ..experiment import runner  # noqa: F401  (torch, timm, the runner)
     from ..utils import CancelToken
-    from .jobs import execute
+    from .execute import execute
     from .store import RunStore
 
     print(READY, flush=True)
