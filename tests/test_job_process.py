@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from accelvit.data import DataConfig
+from accelvit.errors import AccelvitError
 from accelvit.experiment import ExperimentConfig
 from accelvit.prune import PruneConfig
 from accelvit.runs import CANCELLED, FAILED, FINISHED, INTERRUPTED, RUNNING, JobManager, RunStore
@@ -42,8 +43,19 @@ def _wait_stage(store: RunStore, rid: str, stage: str, timeout: float = TIMEOUT)
 
 
 def _worker_pids(home: Path) -> list[int]:
-    out = subprocess.run(["pgrep", "-f", f"accelvit.runs.worker --home {home}"], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
+    """Pids of live job processes of the store ``home`` (read from /proc; no pgrep needed)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if b"accelvit.runs.worker" in cmd and str(home).encode() in cmd and state != "Z":
+            pids.append(int(proc.name))
+    return pids
 
 
 @pytest.fixture
@@ -127,3 +139,10 @@ def test_sigterm_mid_job_leaves_the_run_interrupted_at_once(tmp_path):
         time.sleep(0.2)
     assert not _worker_pids(home), "the job process outlived the server"
     assert store.status(rid) == INTERRUPTED  # the child's own exit did not overwrite it
+
+
+def test_listeners_need_the_thread_executor(manager):
+    with pytest.raises(AccelvitError, match="listeners need executor='thread'"):
+        manager.add_listener(lambda rid, ev: None)
+    with pytest.raises(AccelvitError, match="unknown executor 'fork'"):
+        JobManager(manager.store, executor="fork", start=False)

@@ -182,7 +182,11 @@ class JobManager:
         return self._current is not None or bool(self.queued())
 
     def add_listener(self, fn: Listener) -> None:
-        """Also call ``fn(run_id, event)`` for every event (in the worker thread)."""
+        """Also call ``fn(run_id, event)`` for every event, in the scheduler thread. Thread executor
+        only: a job process reports through the store (read it, or use ``executor="thread"``)."""
+        if self.executor != "thread":
+            raise AccelvitError(f"listeners need executor='thread'; this manager runs jobs in processes "
+                                f"({self.executor!r}), which report only through the run store.")
         self._listeners.append(fn)
 
     def wait(self, run_id: str, timeout: float | None = None, poll: float = 0.05) -> str:
