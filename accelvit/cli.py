@@ -29,6 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
         if hasattr(module, "register"):
             module.register(sub)
+    # The global options also after the subcommand (``accelvit runs --home DIR``); SUPPRESS keeps
+    # a value given before the subcommand when none is given after it.
+    for sp in sub.choices.values():
+        g = sp.add_argument_group("global options (also accepted before the subcommand)")
+        g.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug messages")
+        g.add_argument("--home", default=argparse.SUPPRESS,
+                       help="run store folder (default: $ACCELVIT_HOME or ./runs)")
     return parser
 
 

@@ -23,8 +23,19 @@ def add_data_args(p: argparse.ArgumentParser, dataset_required: bool = False) ->
     g.add_argument("--batch-size", type=int, default=64)
     g.add_argument("--subset", type=int, default=None, help="use at most N training images")
     g.add_argument("--eval-subset", type=int, default=None, help="use at most N images in val and test")
-    g.add_argument("--no-augment", action="store_true", help="no random crop/flip on the training split")
+    aug = g.add_mutually_exclusive_group()
+    aug.add_argument("--augment", dest="augment", action="store_true", default=None,
+                     help="random crop/flip on the training split (default: on, except for digits)")
+    aug.add_argument("--no-augment", dest="augment", action="store_false",
+                     help="no random crop/flip on the training split")
     g.add_argument("--num-workers", type=int, default=0)
+
+
+def default_augment(dataset: str | None) -> bool:
+    """Augmentation unless told: on for photos (CIFAR-10, Caltech-101, folders), off for the 8x8
+    digits, where random crops cost accuracy (about 85-89% instead of 96% for swin_micro at 32 px
+    after 20 epochs); the dashboard's form makes the same choice."""
+    return (dataset or "digits") != "digits"
 
 
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
@@ -34,7 +45,8 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
 
 def data_config_from_args(args: argparse.Namespace, img_size: int, mean=None, std=None) -> DataConfig:
     return DataConfig(dataset=args.dataset, root=args.data_dir, img_size=img_size, batch_size=args.batch_size,
-                      subset=args.subset, eval_subset=args.eval_subset, augment=not args.no_augment,
+                      subset=args.subset, eval_subset=args.eval_subset,
+                      augment=default_augment(args.dataset) if args.augment is None else args.augment,
                       num_workers=args.num_workers, download=args.download, seed=args.seed,
                       mean=mean, std=std).validate()
 

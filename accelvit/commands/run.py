@@ -8,7 +8,7 @@
   status, config, error, stages``...). ``--cancel ID`` stops a run, even one running in
   another process (the dashboard's, say).
 
-``--home DIR`` (before the subcommand) or ``ACCELVIT_HOME`` picks the store.
+``--home DIR`` (before or after the subcommand) or ``ACCELVIT_HOME`` picks the store.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 from ..data import DATASETS
 from ..errors import ConfigError
 from ..prune.config import CRITERIA, TARGET_RULES
-from .common import RunProgressBar
+from .common import RunProgressBar, default_augment
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,10 @@ def _register_run(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--batch-size", type=int, default=None, help="batch size (default 64)")
     g.add_argument("--subset", type=int, default=None, help="use at most N training images")
     g.add_argument("--eval-subset", type=int, default=None, help="use at most N images in val and test")
-    g.add_argument("--no-augment", action="store_true", default=None, help="no random crop/flip in training")
+    aug = g.add_mutually_exclusive_group()
+    aug.add_argument("--augment", dest="augment", action="store_true", default=None,
+                     help="random crop/flip on the training split (default: on, except for digits)")
+    aug.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop/flip in training")
     g.add_argument("--num-workers", type=int, default=None, help="data loader worker processes")
     g = p.add_argument_group("model and baseline")
     g.add_argument("--model", default=None, help="scratch config (swin_pico, swin_micro, swin_small32) or a timm "
@@ -161,11 +164,13 @@ def config_from_args(args: argparse.Namespace):
     sets = [_parse_set(item) for item in args.set]
     img_given = (args.img_size is not None or "img_size" in (raw.get("data") or {})
                  or any(_resolve_key(k) == "data.img_size" for k, _ in sets))
+    aug_given = (args.augment is not None or "augment" in (raw.get("data") or {})
+                 or any(_resolve_key(k) == "data.augment" for k, _ in sets))
     d = ExperimentConfig.from_dict(raw).to_dict()
     flags = {
         "data.dataset": args.dataset, "data.root": args.data_dir, "data.download": args.download,
         "data.img_size": args.img_size, "data.batch_size": args.batch_size, "data.subset": args.subset,
-        "data.eval_subset": args.eval_subset, "data.augment": (False if args.no_augment else None),
+        "data.eval_subset": args.eval_subset, "data.augment": args.augment,
         "data.num_workers": args.num_workers, "model": args.model, "pretrained": args.pretrained,
         "weights_path": args.weights, "baseline_checkpoint": args.baseline, "train.epochs": args.epochs,
         "train.lr": args.lr, "prune.head_ratio": args.head_ratio, "prune.head_criterion": args.head_criterion,
@@ -183,6 +188,8 @@ def config_from_args(args: argparse.Namespace):
             _set_path(d, path, value)
     for key, value in sets:
         _set_path(d, _resolve_key(key), value)
+    if not aug_given:  # digits: no augmentation unless asked, as in the dashboard
+        d["data"]["augment"] = default_augment(d["data"].get("dataset"))
     if not img_given:
         # default input size: the model's own (16 for swin_pico, 224 for most timm Swins)
         if args.baseline:
