@@ -611,7 +611,13 @@ class ComparePoint:
 
 @dataclass
 class Comparison:
-    """``compare``'s result: FLOP ratio and measured speedups, timed interleaved in one process."""
+    """``compare``'s result: FLOP reduction and measured speedups, timed interleaved in one process.
+
+    Naming, as everywhere in accelvit: a ``*_ratio`` is after / before (pruned / baseline, below 1
+    when pruning shrank it: the run store's ``flops_ratio``, ``params_ratio``, ``size_ratio``); a
+    ``*_reduction`` or speedup is before / after (baseline / pruned, above 1): ``flop_reduction``
+    here is baseline / pruned dense FLOPs, comparable with ``speedup``.
+    """
 
     input_size: tuple[int, ...]
     device: str
@@ -619,7 +625,7 @@ class Comparison:
     num_threads: int
     baseline_flops: int
     pruned_flops: int
-    flop_ratio: float
+    flop_reduction: float
     baseline_params: int
     pruned_params: int
     points: list[ComparePoint]
@@ -695,7 +701,7 @@ def compare(baseline: nn.Module, pruned: nn.Module, input_size: InputSize = None
                          sb.median_ms, points[-1].speedup, n)
         return Comparison(input_size=tuple(shape), device=str(dev), device_name=device_description(dev),
                           num_threads=torch.get_num_threads(), baseline_flops=fa, pruned_flops=fb,
-                          flop_ratio=fa / fb if fb else float("inf"), baseline_params=param_counts(a)[0],
+                          flop_reduction=fa / fb if fb else float("inf"), baseline_params=param_counts(a)[0],
                           pruned_params=param_counts(b)[0], points=points, warmup=warmup, budget_s=budget_s)
     finally:
         torch.set_num_threads(prev_threads)

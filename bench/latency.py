@@ -1,4 +1,4 @@
-"""Latency benchmark: baseline vs structurally pruned Swin, measured speedup next to the FLOP ratio.
+"""Latency benchmark: baseline vs structurally pruned Swin, measured speedup next to the FLOP reduction.
 
     python -m bench.latency                       # swin_micro + swin_small32, batch 1 and 64, CPU
     python -m bench.latency --threads 1 2 --reps 21  # one thread, then two; more repetitions
@@ -6,7 +6,7 @@
 
 For every model and pruning preset the baseline and the pruned copy are timed interleaved
 in one process (``accelvit.metrics.compare``), so machine noise hits both alike. The
-target of issue 4: at batch 64 the measured speedup is at least 0.8x the dense FLOP ratio
+target of issue 4: at batch 64 the measured speedup is at least 0.8x the dense FLOP reduction
 for structured pruning (heads + SVD). The weights are random (timm init): latency does not
 depend on their values, only on the shapes pruning leaves. One ``torch.profiler`` pass per
 model at the large batch splits the time into matrix products (what FLOPs count) and the
@@ -68,8 +68,8 @@ class Row:
     model: str
     preset: str
     structured: bool
-    flop_ratio: float
-    param_ratio: float
+    flop_reduction: float
+    param_reduction: float
     batch_size: int
     baseline_ms: float
     pruned_ms: float
@@ -80,8 +80,8 @@ class Row:
 
     @property
     def efficiency(self) -> float:
-        """Measured speedup / FLOP ratio (1.0 = the speedup FLOPs promise)."""
-        return self.speedup / self.flop_ratio
+        """Measured speedup / FLOP reduction (1.0 = the speedup FLOPs promise)."""
+        return self.speedup / self.flop_reduction
 
 
 @contextlib.contextmanager
@@ -155,14 +155,14 @@ def _run_once(models: list[str], presets: list[str], batch_sizes: list[int], war
             c = compare(base, pruned, batch_sizes=batch_sizes, warmup=warmup, reps=reps)
             for pt in c.points:
                 rows.append(Row(threads=torch.get_num_threads(), model=name, preset=preset, structured=structured,
-                                flop_ratio=c.flop_ratio, param_ratio=p_base / param_counts(pruned)[0], batch_size=pt.batch_size,
+                                flop_reduction=c.flop_reduction, param_reduction=p_base / param_counts(pruned)[0], batch_size=pt.batch_size,
                                 baseline_ms=pt.baseline.median_ms, pruned_ms=pt.pruned.median_ms,
                                 baseline_iqr_ms=(pt.baseline.p25_ms, pt.baseline.p75_ms),
                                 pruned_iqr_ms=(pt.pruned.p25_ms, pt.pruned.p75_ms),
                                 speedup=pt.speedup, paired_speedup=pt.paired_speedup))
                 r = rows[-1]
-                log.info("  b=%-3d %8.2f ms -> %8.2f ms  speedup %.2fx  FLOP ratio %.2fx  (%.2f of it)",
-                         r.batch_size, r.baseline_ms, r.pruned_ms, r.speedup, r.flop_ratio, r.efficiency)
+                log.info("  b=%-3d %8.2f ms -> %8.2f ms  speedup %.2fx  FLOP reduction %.2fx  (%.2f of it)",
+                         r.batch_size, r.baseline_ms, r.pruned_ms, r.speedup, r.flop_reduction, r.efficiency)
     return rows, shares
 
 
@@ -194,11 +194,11 @@ def render(rows: list[Row], shares: dict[str, Any], info: dict[str, Any], comman
         f"{info['load_avg_end']} at the end (the machine is shared with other work).",
         f"Method: `accelvit.metrics.compare`, baseline and pruned timed interleaved (A,B / B,A) in one process "
         f"under `torch.inference_mode`, {warmup} warm-up pairs and {reps} timed pairs per batch size; speedup = "
-        "median baseline time / median pruned time. FLOP ratio = dense FLOPs (FlopCounterMode, attention "
+        "median baseline time / median pruned time. FLOP reduction = dense FLOPs (FlopCounterMode, attention "
         "matmuls included) baseline / pruned at batch 1. Random (timm-init) weights; pruning with l1 criteria.",
         "",
-        "| threads | model | pruning | batch | baseline ms (IQR) | pruned ms (IQR) | speedup | FLOP ratio "
-        f"| speedup / FLOP ratio | target {TARGET}x |",
+        "| threads | model | pruning | batch | baseline ms (IQR) | pruned ms (IQR) | speedup | FLOP reduction "
+        f"| speedup / FLOP reduction | target {TARGET}x |",
         "|---:|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
@@ -206,7 +206,7 @@ def render(rows: list[Row], shares: dict[str, Any], info: dict[str, Any], comman
         lines.append(
             f"| {r.threads} | {r.model} | {r.preset} | {r.batch_size} | {r.baseline_ms:.2f} ({r.baseline_iqr_ms[0]:.2f}-"
             f"{r.baseline_iqr_ms[1]:.2f}) | {r.pruned_ms:.2f} ({r.pruned_iqr_ms[0]:.2f}-{r.pruned_iqr_ms[1]:.2f}) | "
-            f"{r.speedup:.2f}x | {r.flop_ratio:.2f}x | {r.efficiency:.2f} | {target} |")
+            f"{r.speedup:.2f}x | {r.flop_reduction:.2f}x | {r.efficiency:.2f} | {target} |")
     lines += ["", f"Where the time goes at batch {big} (torch.profiler CPU self time per forward pass, mean of 5, "
                   "baseline and pruned profiled in turn; "
                   "'matmul' = mm/addmm/bmm/attention/convolution, what FLOPs count; 'other' = copies, norms, "

@@ -246,7 +246,7 @@ def test_latency_and_compare_run_without_touching_the_model():
     remove_heads(pruned.layers[1].blocks[0].attn, keep=[0, 1])
     c = compare(base, pruned, batch_sizes=(1, 4), warmup=1, reps=2)
     assert [p.batch_size for p in c.points] == [1, 4]
-    assert c.flop_ratio == pytest.approx(c.baseline_flops / c.pruned_flops) and c.flop_ratio > 1
+    assert c.flop_reduction == pytest.approx(c.baseline_flops / c.pruned_flops) and c.flop_reduction > 1
     assert all(p.speedup > 0 and p.paired_speedup > 0 and p.baseline.reps == 2 for p in c.points)
     json.dumps(c.to_dict(), allow_nan=False)
 

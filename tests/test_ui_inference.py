@@ -64,7 +64,7 @@ def test_predict_top5_and_latency(saved_model):
     both = inference.latencies({"baseline": lm, "pruned": lm}, reps=2, warmup=1)
     assert set(both.ms) == {"baseline", "pruned"} and all(v > 0 for v in both.ms.values()) and both.speedup > 0
     assert both.interleaved and both.reps == 2 and both.device.startswith("cpu")
-    assert both.flop_ratio == pytest.approx(1.0) and both.baseline_flops > 0
+    assert both.flop_reduction == pytest.approx(1.0) and both.baseline_flops > 0
     assert "batch 1" in both.how() and "median of 2 interleaved" in both.how() and both.device in both.how()
     alone = inference.latencies({"pruned": lm}, reps=2, warmup=1)
     assert set(alone.ms) == {"pruned"} and alone.speedup is None and not alone.interleaved
@@ -117,7 +117,7 @@ def test_every_type_the_uploader_offers_loads(fmt, ext):
 def _timing(speedup, **kw):
     base = dict(ms={"baseline": 1.0, "pruned": 1.0 / speedup}, spread={"baseline": (0.9, 1.1), "pruned": (1.2, 1.3)},
                 speedup=speedup, device="cpu (2 threads, 2 cores)", reps=20, warmup=3, interleaved=True,
-                baseline_flops=5_000_000, flop_ratio=1.8)
+                baseline_flops=5_000_000, flop_reduction=1.8)
     return inference.Timing(**{**base, **kw})
 
 
@@ -133,7 +133,7 @@ def test_a_speedup_below_one_is_explained_by_what_applies():
     assert "50% of the pruned model's linear weights are zeros" in both and "dense kernels" in both
     assert "timing noise" in both
     assert "larger batches" in plain and "GFLOP/s" in plain
-    same = inference.explain_speedup(_timing(0.95, flop_ratio=1.0))
+    same = inference.explain_speedup(_timing(0.95, flop_reduction=1.0))
     assert "fewer dense FLOPs to begin with" in same and "still real" not in same
     lone = _timing(0.5)
     lone.speedup = None

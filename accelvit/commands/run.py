@@ -349,13 +349,13 @@ def _runs_table(store, ids: list[str] | None = None, status: str | None = None, 
             "id": r.id, "name": r.name, "status": r.status + (f" ({progress})" if progress else ""),
             "top1 before": _fmt_num(None if b1 is None else 100 * b1, digits=1),
             "top1 after": _fmt_num(None if a1 is None else 100 * a1, digits=1),
-            "flops": _fmt_num(get("after", "flops_ratio"), digits=3),
-            "nonzero": _fmt_num(get("after", "params_ratio"), digits=3),
+            "eff. FLOPs after/before": _fmt_num(get("after", "flops_ratio"), digits=3),
+            "nonzero after/before": _fmt_num(get("after", "params_ratio"), digits=3),
             "created": r.created.strftime("%Y-%m-%d %H:%M") if pd.notna(r.created) else "",
             "error": (r.error or "")[:60],
         })
-    return pd.DataFrame(rows, columns=["id", "name", "status", "top1 before", "top1 after", "flops", "nonzero",
-                                       "created", "error"])
+    return pd.DataFrame(rows, columns=["id", "name", "status", "top1 before", "top1 after",
+                                       "eff. FLOPs after/before", "nonzero after/before", "created", "error"])
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

@@ -178,7 +178,7 @@ class Timing:
     interleaved: bool
     batch_size: int = 1
     baseline_flops: int | None = None    # dense FLOPs per image (FlopCounterMode, 2 x MACs)
-    flop_ratio: float | None = None      # baseline / pruned dense FLOPs
+    flop_reduction: float | None = None      # baseline / pruned dense FLOPs
     lowrank_layers: int = 0              # LowRankLinear modules in the pruned model
     zero_fraction: float = 0.0           # share of zeros in the pruned model's linear weights
 
@@ -226,7 +226,7 @@ def latencies(models: dict[str, LoadedModel], reps: int = 20, warmup: int = 3) -
         return Timing(ms={k: v.median_ms for k, v in stats.items()},
                       spread={k: (v.p25_ms, v.p75_ms) for k, v in stats.items()}, speedup=pt.paired_speedup,
                       device=c.device_name, reps=reps, warmup=warmup, interleaved=True,
-                      baseline_flops=c.baseline_flops, flop_ratio=c.flop_ratio, lowrank_layers=lowrank,
+                      baseline_flops=c.baseline_flops, flop_reduction=c.flop_reduction, lowrank_layers=lowrank,
                       zero_fraction=zeros)
     stats = {k: time_alone(v, reps=reps, warmup=warmup) for k, v in models.items()}
     return Timing(ms={k: v.median_ms for k, v in stats.items()},
@@ -254,8 +254,8 @@ def explain_speedup(t: Timing) -> str | None:
                 + (", a small fraction of what the hardware does on large matrices)" if small else ")"))
     work = ("calling each operator (Python, PyTorch dispatch, memory moves) rather than arithmetic" if on == "a CPU"
             else "launching each kernel rather than arithmetic; small kernels do not fill the device")
-    if t.flop_ratio is not None and t.flop_ratio > 1.0:
-        gain = f"so the pruned model's {t.flop_ratio:.2f}x fewer dense FLOPs barely show up as time"
+    if t.flop_reduction is not None and t.flop_reduction > 1.0:
+        gain = f"so the pruned model's {t.flop_reduction:.2f}x fewer dense FLOPs barely show up as time"
     else:
         gain = "and the pruned model does not have fewer dense FLOPs to begin with"
     reasons.append(f"At batch {t.batch_size} on {on}, a model {'this small' if small else 'of this size'}{size} is "
@@ -273,7 +273,7 @@ def explain_speedup(t: Timing) -> str | None:
     if b1 > 0 and p1 > 0 and p0 <= b1 and b0 <= p1:
         reasons.append(f"The middle halves of the timings overlap (baseline {b0:.2f}-{b1:.2f} ms, pruned "
                        f"{p0:.2f}-{p1:.2f} ms), so part of the gap is timing noise.")
-    if t.flop_ratio is not None and t.flop_ratio > 1.0:
+    if t.flop_reduction is not None and t.flop_reduction > 1.0:
         reasons.append("The smaller FLOP count is still real; it is likelier to show as time at larger batches or "
                        "inputs, where arithmetic outweighs overhead.")
     return f"Why the speedup is below 1x ({t.speedup:.2f}x, the pruned model ran slower here): " + " ".join(reasons)
