@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
@@ -456,26 +456,54 @@ def load_data(cfg: DataConfig, progress: Callable[[float, str], None] | None = N
                       input_size=(3, cfg.img_size, cfg.img_size), mean=mean, std=std, split=split)
 
 
-def load_image(data: bytes | str | Path, max_pixels: int = 40_000_000) -> Image.Image:
-    """Open an image from bytes or a path, verified, as RGB. Raises InputError for non-images."""
+#: The formats an image upload may have, as messages name them.
+IMAGE_FORMATS_TEXT = "PNG, JPEG, BMP, GIF, WebP or TIFF"
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def _reason(exc: BaseException) -> str:
+    """Pillow's own words for a damaged file, without the ``<_io.BytesIO object at 0x...>`` it may name."""
+    return _OBJECT_REPR.sub("", str(exc)).strip(" :") or type(exc).__name__
+
+
+def load_image(data: bytes | str | Path, max_pixels: int = 40_000_000, name: str | None = None) -> Image.Image:
+    """Open an image from bytes or a path, verified, as RGB.
+
+    Raises InputError naming the file (``name``, e.g. an upload's name; else the path, or "The
+    file" for bytes) and what is wrong: not an image, too many pixels, or damaged. Pillow names an
+    in-memory file by its repr (``<_io.BytesIO object at 0x...>``); that never reaches a message.
+    """
     import io
 
     from .errors import InputError
 
-    src = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else str(data)
+    in_memory = isinstance(data, (bytes, bytearray))
+    name = name or ("The file" if in_memory else str(data))
+
+    def source():
+        return io.BytesIO(data) if in_memory else str(data)
+
+    too_big = (f"{name} has more than {max_pixels:,} pixels, the most accepted here; resize it and upload it "
+               "again.")
+    fmt = None
     try:
-        with Image.open(src) as probe:
+        with Image.open(source()) as probe:  # reads the header only
+            fmt = probe.format
             probe.verify()
-        if isinstance(src, io.BytesIO):
-            src.seek(0)
-        img = Image.open(src)
+        img = Image.open(source())
         if img.width * img.height > max_pixels:
-            raise InputError(f"The image is {img.width}x{img.height} pixels; at most {max_pixels:,} pixels are accepted.")
+            raise InputError(f"{name} is {img.width}x{img.height} pixels ({img.width * img.height:,}); at most "
+                             f"{max_pixels:,} pixels are accepted. Resize it and upload it again.")
         img.load()
     except InputError:
         raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        detail = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "it", str(exc))  # never an object's repr
-        raise InputError(f"This file is not an image accelvit can read ({detail}). "
-                         "Upload a PNG, JPEG, BMP or WebP file.") from exc
+    except Image.DecompressionBombError:
+        raise InputError(too_big) from None
+    except UnidentifiedImageError:
+        raise InputError(f"{name} is not an image Pillow can read ({IMAGE_FORMATS_TEXT}); upload one of those "
+                         "instead.") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        what = f"{name} looks like a {fmt} image but cannot be decoded" if fmt else f"{name} cannot be decoded"
+        raise InputError(f"{what} ({_reason(exc)}); it may be damaged or cut short. Export it again and "
+                         "upload the new file.") from None
     return _to_rgb(img)

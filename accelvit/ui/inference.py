@@ -9,18 +9,16 @@ model's own).
 
 from __future__ import annotations
 
-import io
 import random
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from ..data import make_transforms
+from ..data import IMAGE_FORMATS_TEXT, load_image, make_transforms
 from ..errors import InputError
 from ..serialize import SPEC_FILE, WEIGHTS_FILE
 
@@ -30,53 +28,16 @@ MODEL_LABELS = {"baseline": "baseline", "model": "pruned"}
 # What the uploader offers (file name endings; the browser filters by them) and how messages name them.
 IMAGE_TYPES = ("png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff")
 IMAGE_MIME_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/gif", "image/webp", "image/tiff")
-IMAGE_FORMATS_TEXT = "PNG, JPEG, BMP, GIF, WebP or TIFF"
-_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
-
-
-def _reason(exc: BaseException) -> str:
-    """Pillow's own words for a damaged file, without the ``<_io.BytesIO object at 0x...>`` it may name."""
-    text = _OBJECT_REPR.sub("", str(exc)).strip(" :") or type(exc).__name__
-    return text
-
-
 def read_upload(name: str, data: bytes, max_bytes: int = MAX_IMAGE_BYTES,
                 max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """The uploaded file as an RGB image; InputError naming the file (its upload name) for anything else.
-
-    The bytes are decoded here rather than through :func:`accelvit.data.load_image`, whose message
-    quotes Pillow's exception, and Pillow names an in-memory file by its repr
-    (``cannot identify image file <_io.BytesIO object at 0x...>``).
-    """
+    """The uploaded file as an RGB image; InputError naming the file (its upload name) for anything else
+    (:func:`accelvit.data.load_image` decodes it; the byte-size and empty checks are the upload's own)."""
     if not data:
         raise InputError(f"{name} is empty; upload a {IMAGE_FORMATS_TEXT} image.")
     if len(data) > max_bytes:
         raise InputError(f"{name} is {len(data) / 1e6:.1f} MB; images of at most {max_bytes / 1e6:.0f} MB are "
                          "accepted. Resize it and upload it again.")
-    too_big = (f"{name} has more than {max_pixels:,} pixels, the most accepted here; resize it and upload it "
-               "again.")
-    fmt = None
-    try:
-        with Image.open(io.BytesIO(data)) as probe:  # reads the header only
-            fmt = probe.format
-            probe.verify()
-        img = Image.open(io.BytesIO(data))
-        if img.width * img.height > max_pixels:
-            raise InputError(f"{name} is {img.width}x{img.height} pixels ({img.width * img.height:,}); at most "
-                             f"{max_pixels:,} pixels are accepted. Resize it and upload it again.")
-        img.load()
-    except InputError:
-        raise
-    except Image.DecompressionBombError:
-        raise InputError(too_big) from None
-    except UnidentifiedImageError:
-        raise InputError(f"{name} is not an image Pillow can read ({IMAGE_FORMATS_TEXT}); upload one of those "
-                         "instead.") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        what = f"{name} looks like a {fmt} image but cannot be decoded" if fmt else f"{name} cannot be decoded"
-        raise InputError(f"{what} ({_reason(exc)}); it may be damaged or cut short. Export it again and "
-                         "upload the new file.") from None
-    return img if img.mode == "RGB" else img.convert("RGB")
+    return load_image(data, max_pixels=max_pixels, name=name)
 
 
 @dataclass
