@@ -40,32 +40,11 @@ CURVES_EVERY_S = 15.0
 ETA_MIN_TIMED_S = 5.0
 
 
-def _seconds(s: Any) -> float | None:
-    """``s`` as a finite, non-negative number of seconds, else None."""
-    try:
-        v = float(s)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) and v >= 0 else None
-
-
-def fmt_seconds(s: Any) -> str:
-    v = _seconds(s)
-    if v is None:
-        return "–"
-    v = int(round(v))
-    if v < 60:
-        return f"{v} s"
-    if v < 3600:
-        return f"{v // 60} min {v % 60:02d} s"
-    return f"{v // 3600} h {(v % 3600) // 60:02d} min"
-
-
 def fmt_eta(s: Any) -> str:
     """A short, readable remaining time: ``about 40 s``, ``about 3 min``, ``about 1 h 05 min``."""
-    v = _seconds(s)
-    if v is None:
-        return "–"
+    v = tables.finite(s)
+    if v is None or v < 0:
+        return tables.MISSING
     if v < 55:
         return f"about {max(5, int(round(v / 5)) * 5)} s"
     if v < 3570:
@@ -74,13 +53,10 @@ def fmt_eta(s: Any) -> str:
     return f"about {h} h {m:02d} min"
 
 
-def fmt_percent(fraction: Any) -> str:
-    """The one percent format of every view of a run: whole percents (``38%``); missing -> ``–``."""
-    try:
-        v = float(fraction)
-    except (TypeError, ValueError):
-        return "–"
-    return "–" if not math.isfinite(v) else f"{100 * min(max(v, 0.0), 1.0):.0f}%"
+def fmt_progress(fraction: Any) -> str:
+    """The one format of a run's progress in every view: whole percents (``38%``), clamped to 0-100."""
+    v = tables.finite(fraction)
+    return tables.fmt_pct(None if v is None else min(max(v, 0.0), 1.0), digits=0)
 
 
 def eta_seconds(progress: pd.DataFrame, now: float | None = None) -> float | None:
@@ -220,12 +196,12 @@ def live_card(run: dict[str, Any], key: str, show_curves: bool = True, show_log:
     started = run.get("started_at")
     elapsed = (run.get("finished_at") or time.time()) - started if started else None
     prog = store().progress_df(run_id) if (show_curves or status == RUNNING) else None  # curves, ETA
-    st.progress(min(max(progress, 0.0), 1.0), text=f"overall {fmt_percent(progress)} · stage: {stage}")
+    st.progress(min(max(progress, 0.0), 1.0), text=f"overall {fmt_progress(progress)} · stage: {stage}")
     if status in ACTIVE:
         frac = live.get("fraction")
         if isinstance(frac, (int, float)) and live.get("stage") == stage:
             msg = f" · {live['message']}" if live.get("message") else ""
-            st.progress(min(max(float(frac), 0.0), 1.0), text=f"{stage}: {fmt_percent(frac)}{msg}")
+            st.progress(min(max(float(frac), 0.0), 1.0), text=f"{stage}: {fmt_progress(frac)}{msg}")
         cols = st.columns([1, 1, 1, 1, 1, 2])
         ep, eps = live.get("epoch"), live.get("epochs")
         training = live.get("stage") == stage and ep is not None
@@ -234,9 +210,9 @@ def live_card(run: dict[str, Any], key: str, show_curves: bool = True, show_log:
         cols[2].metric("Train acc.", tables.fmt_pct(live.get("accuracy")) if training else "–")
         ips = live.get("images_per_s")
         cols[3].metric("Images/s", f"{ips:.0f}" if training and isinstance(ips, (int, float)) else "–")
-        cols[4].metric("Elapsed", fmt_seconds(elapsed) if elapsed is not None else "–")
+        cols[4].metric("Elapsed", tables.fmt_seconds(elapsed))
         eta = eta_seconds(prog) if status == RUNNING else None
-        cols[5].metric("Time left", fmt_eta(eta) if eta is not None else "–",
+        cols[5].metric("Time left", fmt_eta(eta),
                        help="Shown once the run has been timed past its data stage: the stages' weights left "
                             "(training stages weigh by their epochs) at the speed measured so far.")
         cancelling = status == RUNNING and run.get("cancel_requested")
@@ -246,7 +222,7 @@ def live_card(run: dict[str, Any], key: str, show_curves: bool = True, show_log:
         if toast:
             st.toast(toast)
     elif status == FINISHED:
-        st.success(f"Finished in {fmt_seconds(elapsed)}: {_summary_line(run) or 'no metrics'}.")
+        st.success(f"Finished in {tables.fmt_seconds(elapsed)}: {_summary_line(run) or 'no metrics'}.")
     elif status == FAILED:
         st.error(run.get("error") or "The run failed.")
         if run.get("traceback"):

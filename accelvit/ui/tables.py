@@ -22,14 +22,24 @@ from .charts import PRUNE_COLUMNS, TRADEOFF_METRICS, _num, slower_reasons, with_
 
 
 # ----------------------------------------------------------------------------- formatting
-def fmt_si(value: Any, unit: str = "") -> str:
-    """``92_700_000 -> '92.7 M'``; missing values -> an en dash."""
+MISSING = "–"
+
+
+def finite(value: Any) -> float | None:
+    """``value`` as a finite float, else None (missing, NaN, inf, not a number): what every format
+    here shows as :data:`MISSING`."""
     try:
         v = float(value)
     except (TypeError, ValueError):
-        return "–"
-    if not math.isfinite(v):
-        return "–"
+        return None
+    return v if math.isfinite(v) else None
+
+
+def fmt_si(value: Any, unit: str = "") -> str:
+    """``92_700_000 -> '92.7 M'``; missing values -> an en dash."""
+    v = finite(value)
+    if v is None:
+        return MISSING
     for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(v) >= div:
             return f"{v / div:.3g} {suffix}{unit}"
@@ -37,11 +47,9 @@ def fmt_si(value: Any, unit: str = "") -> str:
 
 
 def fmt_pct(value: Any, digits: int = 1) -> str:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return "–"
-    return "–" if not math.isfinite(v) else f"{100 * v:.{digits}f}%"
+    """The tables' one percent format: ``0.3812 -> '38.1%'``."""
+    v = finite(value)
+    return MISSING if v is None else f"{100 * v:.{digits}f}%"
 
 
 def summarize_runs(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
@@ -94,7 +102,6 @@ METRICS_TABLE_COLUMNS = ["run_id", "name", "status", "stage", "top1", "top5", "d
 
 #: What a table cell shows for a missing value; pass it to ``st.dataframe(placeholder=...)`` too
 #: (Streamlit draws missing cells itself, as "None" unless told otherwise).
-MISSING = "–"
 STAGE_LABELS = {"before": "baseline", "pruned": "pruned", "after": "pruned + finetuned", "control": "control"}
 
 
@@ -109,35 +116,21 @@ def metrics_table(metrics: pd.DataFrame) -> pd.DataFrame:
     return df[METRICS_TABLE_COLUMNS].reset_index(drop=True)
 
 
-def _finite(value: Any) -> float | None:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
-def fmt_percent(value: Any) -> str:
-    """The tables' one percent format: ``0.3812 -> '38.1%'``."""
-    v = _finite(value)
-    return MISSING if v is None else f"{100 * v:.1f}%"
-
-
 def fmt_points(value: Any) -> str:
     """A difference of two fractions in percentage points: ``-0.02 -> '−2.0 pts'``."""
-    v = _finite(value)
+    v = finite(value)
     return MISSING if v is None else f"{100 * v:+.1f} pts".replace("-", "−")
 
 
 def fmt_bytes(value: Any) -> str:
     """``23_105_280 -> '23.1 MB'`` (decimal units, as file managers show them)."""
-    v = _finite(value)
+    v = finite(value)
     return MISSING if v is None else fmt_si(v, "B")
 
 
 def fmt_count(value: Any) -> str:
     """``23_105_280 -> '23.1 M'``; small counts as they are (``'12'``)."""
-    v = _finite(value)
+    v = finite(value)
     if v is None:
         return MISSING
     return f"{v:,.0f}" if abs(v) < 1000 and v == int(v) else fmt_si(v)
@@ -145,27 +138,28 @@ def fmt_count(value: Any) -> str:
 
 def fmt_ms(value: Any) -> str:
     """``86.8 -> '86.8 ms'``, ``1234 -> '1.23 s'``."""
-    v = _finite(value)
+    v = finite(value)
     if v is None:
         return MISSING
     return f"{v / 1000:.3g} s" if v >= 1000 else f"{v:.3g} ms"
 
 
 def fmt_seconds(value: Any) -> str:
-    """``75 -> '1 min 15 s'``."""
-    v = _finite(value)
-    if v is None:
+    """``75 -> '1 min 15 s'``, rounded to whole seconds; negative or missing -> :data:`MISSING`."""
+    v = finite(value)
+    if v is None or v < 0:
         return MISSING
+    v = int(round(v))
     if v < 60:
-        return f"{v:.0f} s"
+        return f"{v} s"
     if v < 3600:
-        return f"{int(v // 60)} min {int(v % 60):02d} s"
-    return f"{int(v // 3600)} h {int(v % 3600 // 60):02d} min"
+        return f"{v // 60} min {v % 60:02d} s"
+    return f"{v // 3600} h {(v % 3600) // 60:02d} min"
 
 
 def fmt_speedup(value: Any, method: Any = INTERLEAVED) -> str:
     """``1.523 -> '1.52×'``; a speedup from two separate timings says so."""
-    v = _finite(value)
+    v = finite(value)
     if v is None:
         return MISSING
     if method == BASELINE_METHOD:
@@ -263,7 +257,7 @@ def metrics_table_view(metrics: pd.DataFrame) -> tuple[Any, dict[str, Any]]:
         "run_id": ("Run id", None),
     }
     df = df.drop(columns=[c for c in PRUNE_COLUMNS if _num(df[c]).fillna(0).eq(0).all()])
-    pct = {c: fmt_percent for c in ("top1", "top5", "flops_ratio", "params_ratio", "size_ratio", *PRUNE_COLUMNS)}
+    pct = {c: fmt_pct for c in ("top1", "top5", "flops_ratio", "params_ratio", "size_ratio", *PRUNE_COLUMNS)}
     method = df["speedup_method"] if "speedup_method" in df else pd.Series(None, index=df.index)
     formats: dict[str, Any] = {
         **pct, "top1_delta": fmt_points, "dense_flops": fmt_si, "effective_flops": fmt_si,
@@ -322,7 +316,7 @@ def runs_table_view(runs: pd.DataFrame, metrics: pd.DataFrame) -> tuple[Any, dic
         "error": ("Error", "Why the run failed.", {"width": "large"}),
         "id": ("Run id", None),
     }
-    pct = {c: fmt_percent for c in ("top1_after", "top1_before", "effective_flops_reduction",
+    pct = {c: fmt_pct for c in ("top1_after", "top1_before", "effective_flops_reduction",
                                     "dense_flops_reduction", "size_reduction", *PRUNE_COLUMNS)}
     formats = {**pct, "top1_delta": fmt_points, "duration_s": fmt_seconds, "img_size": fmt_count,
                "speedup_b1": fmt_speedup}
@@ -352,7 +346,7 @@ def latency_summary(stage_metrics: dict[str, Any] | None, config: dict[str, Any]
     lc = d.get("latency_compare") or {}
     method = d.get("speedup_method")
     out: dict[str, Any] = {"metrics": [], "caption": "", "warning": None}
-    if _finite(d.get("latency_ms_b1")) is None:
+    if finite(d.get("latency_ms_b1")) is None:
         out["caption"] = "Latency: not measured for this model (the run had latency timing off)."
         return out
     points = {int(p["batch_size"]): p for p in lc.get("points") or [] if isinstance(p, dict)}
@@ -383,7 +377,7 @@ def latency_summary(stage_metrics: dict[str, Any] | None, config: dict[str, Any]
                           "Middle half of the times "
                           f"(p25–p75): {iqr}.")
     else:
-        s1 = _finite(d.get("speedup_b1"))
+        s1 = finite(d.get("speedup_b1"))
         compared = method != BASELINE_METHOD and s1 is not None
         out["metrics"] = [(f"Latency, batch 1 ({dev})", fmt_ms(d.get("latency_ms_b1")), f"Median, timed alone on {where}."),
                           (f"Latency, {big_label} ({dev})", fmt_ms(d.get("latency_ms_batch")),
@@ -395,7 +389,7 @@ def latency_summary(stage_metrics: dict[str, Any] | None, config: dict[str, Any]
                           + (" Its speedup divides two timings taken minutes apart (the run predates interleaved "
                              "timing, or its baseline could not be reloaded), so machine load can skew it."
                              if compared else ""))
-    s1 = _finite(d.get("speedup_b1"))
+    s1 = finite(d.get("speedup_b1"))
     if s1 is not None and s1 < 1 and method != BASELINE_METHOD:
         reasons = slower_reasons({**(config or {}), "device": dev})
         out["warning"] = ("Speedup below 1: the pruned model is slower than the baseline on " + where + ". "
