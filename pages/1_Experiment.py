@@ -405,14 +405,13 @@ def _sweep_table(runs) -> None:
                   icon=":material/cancel:", on_click=lambda: [mgr.cancel(r) for r in unfinished])
     view = sub[["id", "name", "status", "stage", "progress"]].copy()
     view["stage"] = view["stage"].fillna("–")
-    view["progress"] = (100 * view["progress"].fillna(0.0)).round()  # whole percents, as on the live card
+    view["progress"] = tables.whole_percent(view["progress"])  # as on the live card and the Home table
     st.dataframe(view, hide_index=True, width="stretch",
                  column_config={"id": st.column_config.TextColumn("run", pinned=True),
-                                "progress": st.column_config.ProgressColumn(min_value=0, max_value=100,
-                                                                            format="%d%%")})
+                                "progress": tables.progress_column()})
 
 
 if not watched_runs(store.runs_df(), mine):
     st.info("Nothing is running. Launch an experiment above; its progress shows here.")
 else:
-    render_live(None, key="exp", follow=_follow, extra=_sweep_table)
+    render_live(_follow, key="exp", extra=_sweep_table)

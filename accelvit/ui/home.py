@@ -18,8 +18,7 @@ from accelvit.ui.state import device_text, manager, remember_submit, submit_key
 
 def _runs_table(runs, metrics) -> None:
     st.subheader("Runs")
-    table = tables.summarize_runs(runs, metrics)
-    if table.empty:
+    if runs.empty:
         st.info("No runs yet. Run the quick demo above, or set up an experiment on the **Experiment** page.")
         return
     view, config = tables.runs_table_view(runs, metrics)
@@ -67,9 +66,8 @@ def render() -> None:
     # tab, whatever is queued or running) and the runs table from the same record.
     metrics = store.metrics_df()
     live = bool(runs["status"].isin(ACTIVE).any())
-    render_live(None, key="home", show_curves=True, curves_default=False, show_log=False,
-                follow=lambda df: run_to_watch(df, [demo_run]),
-                extra=lambda df: _runs_table(df, metrics))
+    render_live(lambda df: run_to_watch(df, [demo_run]), key="home", show_curves=True, curves_default=False,
+                show_log=False, extra=lambda df: _runs_table(df, metrics))
 
     # ----------------------------------------------------------------------------- trade-offs
     st.subheader("Best trade-offs")

@@ -165,10 +165,13 @@ def _summary_line(run: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _curves(run_id: str, key: str, prog: pd.DataFrame) -> None:
-    """The training curves; the figure is rebuilt only when new progress rows arrived."""
+def _curves(run_id: str, key: str, prog: pd.DataFrame, caption: str | None = None) -> None:
+    """The training curves (and ``caption`` above them), if the run has any; the figure is rebuilt
+    only when new progress rows arrived."""
     if charts.progress_curves(prog).empty:
         return
+    if caption:
+        st.caption(caption)
     sig = (len(prog), str(prog["time"].iloc[-1]) if len(prog) else "")
     slot = f"_live_fig_{key}_{run_id}"
     cached = st.session_state.get(slot)
@@ -238,11 +241,10 @@ def live_card(run: dict[str, Any], key: str, show_curves: bool = True, show_log:
     return status
 
 
-def render_live(run_id: str | None, key: str = "live", interval: float = POLL_S, show_curves: bool = True,
-                show_log: bool = True, follow: Callable[[pd.DataFrame], str | None] | None = None,
-                extra: Callable[[pd.DataFrame], None] | None = None, boxed: bool = True,
-                curves_default: bool = True) -> None:
-    """Show one run; refreshes every ``interval`` seconds while it is queued or running.
+def render_live(follow: Callable[[pd.DataFrame], str | None], key: str = "live", interval: float = POLL_S,
+                show_curves: bool = True, show_log: bool = True,
+                extra: Callable[[pd.DataFrame], None] | None = None, curves_default: bool = True) -> None:
+    """Show one run, in a bordered card; refreshes every ``interval`` seconds while it is queued or running.
 
     ``follow(runs_df)`` picks the run to show on each refresh (so the view moves on to the run
     still active after one ends or is cancelled); ``extra(runs_df)`` draws more from the same
@@ -255,25 +257,21 @@ def render_live(run_id: str | None, key: str = "live", interval: float = POLL_S,
     are drawn once, in its card.
     """
     s = store()
-    runs0 = s.runs_df() if (follow is not None or extra is not None) else None
-    rid0 = follow(runs0) if follow is not None else run_id
-    active = rid0 is not None and s.status(rid0) in ACTIVE
+    runs0 = s.runs_df()
+    rid0 = follow(runs0)
+    active = rid0 is not None and runs0.loc[runs0["id"] == rid0, "status"].isin(ACTIVE).any()
 
     @st.fragment(run_every=interval if active else None)
     def view() -> None:
-        runs = s.runs_df() if (follow is not None or extra is not None) else None
-        rid = follow(runs) if follow is not None else run_id
+        runs = s.runs_df()
+        rid = follow(runs)
         run = s.get_run(rid) if rid else None
         status = None
         if rid and run is None:
             st.warning(f"Run {rid} is not in the store {s.home}.")
         elif run is not None:
-            curves_here = show_curves and not active
-            if boxed:
-                with st.container(border=True):
-                    status = live_card(run, key, curves_here, show_log)
-            else:
-                status = live_card(run, key, curves_here, show_log)
+            with st.container(border=True):
+                status = live_card(run, key, show_curves and not active, show_log)
         if extra is not None:
             extra(snapshot(runs, run))
         if active and (status in TERMINAL or rid != rid0):
@@ -290,9 +288,7 @@ def render_live(run_id: str | None, key: str = "live", interval: float = POLL_S,
                  "browser shares a small machine with the job, that time is taken from the run."):
         @st.fragment(run_every=CURVES_EVERY_S)
         def curves() -> None:
-            prog = s.progress_df(rid0)
-            if not charts.progress_curves(prog).empty:
-                st.caption(f"Training curves of {rid0}, redrawn every {CURVES_EVERY_S:.0f} s while it runs.")
-            _curves(rid0, key, prog)
+            _curves(rid0, key, s.progress_df(rid0),
+                    caption=f"Training curves of {rid0}, redrawn every {CURVES_EVERY_S:.0f} s while it runs.")
 
         curves()

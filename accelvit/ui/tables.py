@@ -276,6 +276,22 @@ def metrics_table_view(metrics: pd.DataFrame) -> tuple[Any, dict[str, Any]]:
     return styler, config
 
 
+#: A run's progress in a table: a bar of whole percents (0-100), the live card's format
+#: ("overall 38%"), not the grid's "37.99%". Label and help, and the column type.
+PROGRESS_COLUMN = ("Progress", "Share of the run's work done (stages weighted by their expected time).")
+PROGRESS_TYPE = {"type": "progress", "format": "%d%%", "min_value": 0, "max_value": 100, "step": 1}
+
+
+def whole_percent(progress: pd.Series) -> pd.Series:
+    """Progress fractions as whole percents 0-100 (missing: 0), for a :data:`PROGRESS_TYPE` column."""
+    return (100 * _num(progress).fillna(0.0)).round()
+
+
+def progress_column() -> dict[str, Any]:
+    """The ``column_config`` entry of a :func:`whole_percent` progress column."""
+    return _column(*PROGRESS_COLUMN, type_config=PROGRESS_TYPE)
+
+
 def runs_table_view(runs: pd.DataFrame, metrics: pd.DataFrame) -> tuple[Any, dict[str, Any]]:
     """The Home page's runs table, readable: ``(Styler, column_config)`` for
     ``st.dataframe(view, column_config=config, hide_index=True, placeholder=MISSING)``.
@@ -292,9 +308,7 @@ def runs_table_view(runs: pd.DataFrame, metrics: pd.DataFrame) -> tuple[Any, dic
     spec: dict[str, tuple] = {
         "name": ("Run", "The run's name (Experiment page).", {"pinned": True, "width": "medium"}),
         "status": ("Status", "queued, running, finished, failed, cancelled or interrupted."),
-        "progress": ("Progress", "Share of the run's work done (stages weighted by their expected time).",
-                     {"type_config": {"type": "progress", "format": "%d%%", "min_value": 0, "max_value": 100,
-                                      "step": 1}}),
+        "progress": (*PROGRESS_COLUMN, {"type_config": PROGRESS_TYPE}),
         "top1_after": ("Top-1", "Test top-1 accuracy of the pruned, finetuned model."),
         "top1_delta": ("Δ top-1", "Top-1 minus the baseline's, in percentage points."),
         "speedup_b1": ("Speedup b=1", _speedup_help("batch 1")),
@@ -320,8 +334,7 @@ def runs_table_view(runs: pd.DataFrame, metrics: pd.DataFrame) -> tuple[Any, dic
                                     "dense_flops_reduction", "size_reduction", *PRUNE_COLUMNS)}
     formats = {**pct, "top1_delta": fmt_points, "duration_s": fmt_seconds, "img_size": fmt_count,
                "speedup_b1": fmt_speedup}
-    # whole percents, 0-100: the live card's format ("overall 38%"), not the grid's "37.99%"
-    t["progress"] = (100 * _num(t["progress"]).fillna(0.0)).round()
+    t["progress"] = whole_percent(t["progress"])
     styler, config = _view(t, spec, formats)
     rows = list(np.flatnonzero((t["speedup_method"] == SEPARATE).to_numpy()))
     if rows:
