@@ -148,16 +148,13 @@ def execute(store: RunStore, run_id: str, config: Any, *, cancel: CancelToken | 
     except Cancelled as exc:
         recorder.flush()
         if token.reason == INTERRUPTED:
-            store.set_status(run_id, INTERRUPTED, error=interrupted_message(recorder.stage), only_from=(RUNNING,))
             log.info("run %s interrupted", run_id)
-            return store.status(run_id) or INTERRUPTED
-        store.set_status(run_id, CANCELLED, error=f"Cancelled by the user {_during(recorder.stage)}.",
-                         only_from=(RUNNING,))
+            return _end(store, run_id, INTERRUPTED, error=interrupted_message(recorder.stage))
         log.info("run %s cancelled (%s)", run_id, exc)
-        return store.status(run_id) or CANCELLED
+        return _end(store, run_id, CANCELLED, error=f"Cancelled by the user {_during(recorder.stage)}.")
     except KeyboardInterrupt:
         recorder.flush()
-        store.set_status(run_id, CANCELLED, error="Interrupted by the user (Ctrl-C).", only_from=(RUNNING,))
+        _end(store, run_id, CANCELLED, error="Interrupted by the user (Ctrl-C).")
         raise
     except Exception as exc:
         recorder.flush()
@@ -165,15 +162,21 @@ def execute(store: RunStore, run_id: str, config: Any, *, cancel: CancelToken | 
         msg = describe_error(exc)
         if stage:
             msg = f"Stage '{stage}' failed: {msg}"
-        store.set_status(run_id, FAILED, error=msg, traceback=tb_mod.format_exc(), only_from=(RUNNING,))
         if isinstance(exc, AccelvitError):
             log.warning("run %s failed: %s", run_id, msg)
         else:
             log.exception("run %s failed", run_id)
-        return store.status(run_id) or FAILED
+        return _end(store, run_id, FAILED, error=msg, traceback=tb_mod.format_exc())
     recorder.flush()
-    store.set_status(run_id, FINISHED, only_from=(RUNNING,))
-    return store.status(run_id) or FINISHED
+    return _end(store, run_id, FINISHED)
+
+
+def _end(store: RunStore, run_id: str, status: str, **fields: Any) -> str:
+    """Move a running run to its final ``status``; the status it has then. A status someone else set
+    meanwhile (the job manager marking it ``interrupted`` at server shutdown) is kept."""
+    if store.set_status(run_id, status, only_from=(RUNNING,), **fields):
+        return status
+    return store.status(run_id) or status
 
 
 def interrupted_message(stage: str | None = None) -> str:

@@ -89,7 +89,6 @@ class JobManager:
         self.grace_s = grace_s
         self.orphan_check_s = orphan_check_s
         self._standby: subprocess.Popen | None = None
-        self._child: subprocess.Popen | None = None
         self.owner = new_owner("jobs")
         self._cond = threading.Condition(threading.RLock())
         self._configs: dict[str, Any] = {}
@@ -217,11 +216,8 @@ class JobManager:
                     tok.cancel(INTERRUPTED)
                 self.store.set_status(self._current, INTERRUPTED, only_from=(RUNNING,),
                                       error=interrupted_message())
-                if self._child is not None and self._child.poll() is None:
-                    _signal(self._child, signal.SIGTERM)
-            if self._standby is not None:
-                _stop_standby(self._standby)
-                self._standby = None
+                # a job process gets SIGTERM from the scheduler thread, which watches this token;
+                # the standby is stopped by that thread as it leaves its loop
             for rid in list(self._configs):
                 if rid != self._current:
                     self.store.set_status(rid, INTERRUPTED, only_from=(QUEUED,),
@@ -291,12 +287,12 @@ class JobManager:
             if self._stopping:
                 token.cancel()
         try:
-            if cfg is None:
-                run = self.store.get_run(run_id)
-                cfg = run["config"] if run else {}
-            if self.executor == "process":
+            if self.executor == "process":  # the job process reads the config from the store
                 self._run_in_process(run_id, token)
             else:
+                if cfg is None:
+                    run = self.store.get_run(run_id)
+                    cfg = run["config"] if run else {}
                 execute(self.store, run_id, cfg, cancel=token, listeners=[self._notify],
                         experiment_options=self.experiment_options)
         except BaseException:  # never let the worker die silently
@@ -334,7 +330,6 @@ class JobManager:
         proc, self._standby = self._standby, None
         if proc is None or proc.poll() is not None:
             proc = self._spawn()
-        self._child = proc
         try:  # the job process's own log (stderr): where a crash that bypasses the store is told
             self.store.add_artifact(run_id, "worker_log", proc.log_path, kind="log")  # type: ignore[attr-defined]
         except Exception:
@@ -361,7 +356,6 @@ class JobManager:
                 elif time.monotonic() - signalled > self.grace_s:
                     log.warning("job process of run %s ignored SIGTERM for %.0f s; killing it", run_id, self.grace_s)
                     _signal(proc, signal.SIGKILL)
-        self._child = None
         status = self.store.status(run_id)
         if status in (RUNNING, QUEUED):
             tail = _tail(getattr(proc, "log_path", None))

@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 
-READY = "ready"
+from .schema import INTERRUPTED
 
 
 def _die_with_parent() -> None:
@@ -52,7 +52,7 @@ def _watch_parent(parent: int, token, interval: float = 1.0) -> None:
     def loop() -> None:
         while not token.cancelled:
             if os.getppid() != parent:
-                token.cancel("interrupted")
+                token.cancel(INTERRUPTED)
                 return
             time.sleep(interval)
 
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     def on_term(signum, frame):  # noqa: ARG001
         if state["token"] is None:  # a standby: nothing to save
             raise SystemExit(0)
-        state["token"].cancel("interrupted")
+        state["token"].cancel(INTERRUPTED)
 
     signal.signal(signal.SIGTERM, on_term)
     # The expensive imports happen here, while the process waits as a standby.
@@ -81,16 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     from .execute import execute
     from .store import RunStore
 
-    print(READY, flush=True)
     line = sys.stdin.readline()
     if not line.strip():
         return 0
     msg = json.loads(line)
     token = CancelToken()
     state["token"] = token
-    if args.parent and os.getppid() != args.parent:
-        token.cancel("interrupted")
-    if args.parent:
+    if args.parent:  # its first look is at once: a parent gone already interrupts the run
         _watch_parent(args.parent, token)
     options = pickle.loads(base64.b64decode(msg["options"])) if msg.get("options") else None
     store = RunStore(args.home)
