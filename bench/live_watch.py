@@ -49,16 +49,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(home: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
+def start_server(home: Path, log_path: Path, env: dict[str, str] | None = None,
+                 timeout: float = 120) -> tuple[subprocess.Popen, str]:
+    """``streamlit run app.py`` on a free local port with the run store ``home`` (plus ``env``), its
+    output in ``log_path``; ``(process, url)`` once it answers its health check. RuntimeError
+    (with the log's tail) when it does not start within ``timeout`` seconds. The browser test
+    starts its server here too."""
     port = _free_port()
-    env = {**os.environ, "ACCELVIT_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    log = open(log_path, "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
-         "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    env = {**os.environ, "ACCELVIT_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
+             "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + timeout
     while True:
         try:
             with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:

@@ -19,20 +19,15 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage"]
+from bench.live_watch import CHROMIUM_ARGS, start_server  # one way to start the app and the browser
+
 
 
 def _chromium() -> str | None:
@@ -57,12 +52,6 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Server:
     url: str
@@ -76,30 +65,14 @@ class Server:
 
 @pytest.fixture
 def server(tmp_path):
-    port = _free_port()
     seed_home = os.environ.get("ACCELVIT_SCREENSHOTS_HOME")  # a store with more runs, for the docs pictures
     if seed_home:
         shutil.copytree(seed_home, tmp_path / "home")
-    env = {**os.environ, "ACCELVIT_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1",
-           "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    log = open(tmp_path / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                if r.read().strip() == b"ok":
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("streamlit did not start:\n" + (tmp_path / "streamlit.log").read_text()[-3000:])
-        time.sleep(0.3)
+    try:
+        proc, url = start_server(tmp_path / "home", tmp_path / "streamlit.log", env={"OMP_NUM_THREADS": "1"},
+                                 timeout=90)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     yield Server(url, proc, tmp_path / "home", tmp_path / "streamlit.log")
     proc.terminate()
     try:
@@ -107,7 +80,6 @@ def server(tmp_path):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(10)
-    log.close()
 
 
 def _settle(page, timeout_ms: int = 60_000) -> None:
