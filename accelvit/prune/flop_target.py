@@ -74,7 +74,7 @@ from .config import PruneConfig
 from .lowrank import choose_rank
 from .importance import head_groups, mlp_groups, score
 from .pruner import PruneProgress, PruneReport, apply_ratios, score_heads
-from .sensitivity import Allocation, SensitivityRanking, unit_costs
+from .sensitivity import Allocation, SensitivityRanking, unit_costs, with_ranking
 from .units import linear_layers, model_device, set_submodule
 
 log = logging.getLogger(__name__)
@@ -470,7 +470,8 @@ def prune_to_target(model: nn.Module, config: PruneConfig, target: float, input_
         log.warning("The final prune gave %d dense FLOPs, the search %d (non-deterministic criteria?).",
                     info["final_flops"], info["achieved_flops"])
     report.target = {k: v for k, v in info.items() if k not in ("evaluations", "sensitivity")}
-    report.sensitivity = info.get("sensitivity")
+    report.sensitivity = with_ranking(report.sensitivity, info.get("sensitivity"),
+                                      {"heads": solved.head_criterion, "mlp": solved.mlp_criterion})
     return model, report, solved, info
 
 

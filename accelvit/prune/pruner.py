@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn as nn
@@ -26,11 +26,9 @@ from .config import PruneConfig
 from .heads import head_dim, original_head_index, remove_heads
 from .lowrank import choose_rank, collect_input_moments, factorize, svd_of
 from .mlp import hidden_width, prune_mlp
+from .sensitivity import Allocation, rank_row, unit_row
 from .units import (count_nonzero, count_params, linear_layers, mlps, model_device, num_stages, set_submodule,
                     stage_of, window_attentions)
-
-if TYPE_CHECKING:
-    from .sensitivity import Allocation
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +65,19 @@ class PruneReport:
     layers: list[dict[str, Any]] = field(default_factory=list)
     #: With ``target_flops``: the search (requested/achieved FLOPs, solved ratios, evaluations).
     target: dict[str, Any] | None = None
-    #: With the ``sensitivity`` rule: one row per attention / MLP (kind, stage, units, measured FLOPs per
-    #: unit, summed score, score per MFLOP, units kept), see :meth:`.sensitivity.SensitivityRanking.table`.
+    #: The per-layer sensitivity the prune measured, in model order within each kind; None when it measured
+    #: nothing (no pruning by scores or SVD, ``random`` criteria, or a report written before it existed).
+    #: Every row: ``module`` (path), ``kind`` (``heads`` | ``mlp`` | ``rank``), ``stage``, ``measure`` (what
+    #: the numbers are, a key of :data:`.sensitivity.MEASURES`), ``units`` (heads / MLP hidden units / full
+    #: rank ``min(m, n)`` before this prune) and ``kept`` (heads, hidden units, rank after it).
+    #: ``heads`` / ``mlp`` rows (whenever ``taylor``, ``taylor_signed`` or ``l1`` scored the units): the
+    #: criterion's ``score_sum`` and ``score_mean`` over the layer's units and ``score_mean_kept`` /
+    #: ``score_mean_removed`` (None when no unit was kept / removed); under the FLOP target's
+    #: ``sensitivity`` rule also ``flops_per_unit`` (measured) and ``score_per_mflop`` (``score_mean`` per
+    #: MFLOP of one unit, what the ranking sorted by; :meth:`.sensitivity.SensitivityRanking.table`).
+    #: ``rank`` rows (every linear SVD looked at): ``energy_discarded`` (fraction of the squared singular
+    #: values of ``W``, or of ``W L`` when activation-aware, beyond the kept rank; 0 for a layer left
+    #: dense), ``in_features``, ``out_features``, ``dense``. Plain JSON types only.
     sensitivity: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,7 +100,7 @@ def _total_hidden(model: nn.Module) -> int:
 def apply_ratios(model: nn.Module, config: PruneConfig, calib_loader: Iterable | None = None,
                  progress: Callable[[PruneProgress], None] | None = None, cancel: CancelToken | None = None,
                  head_scores: dict[str, torch.Tensor] | None = None,
-                 allocation: "Allocation | None" = None,
+                 allocation: Allocation | None = None,
                  mlp_scores: dict[str, torch.Tensor] | None = None) -> tuple[nn.Module, PruneReport]:
     """Prune ``model`` in place by the ratios of ``config``: attention heads, then MLP width, then SVD.
 
@@ -128,6 +137,7 @@ def apply_ratios(model: nn.Module, config: PruneConfig, calib_loader: Iterable |
                          allocation.mlp if allocation is not None else None)
     if config.svd_enabled:
         _factorize_linears(model, config, calib, report, emit, cancel)
+    report.sensitivity = report.sensitivity or None
 
     report.params_after = count_params(model)
     report.nonzero_after = count_nonzero(model)
@@ -159,6 +169,7 @@ def _prune_heads(model: nn.Module, config: PruneConfig, calib: Calibration, repo
         emit("heads", 0, len(targets), f"scoring heads ({config.head_criterion})")
         scores = score_heads(model, config, calib)
     keep = keep_top(scores, counts if counts is not None else for_heads(config, scores))
+    _record_units(report, "heads", scores, keep, config.head_criterion)
     for i, (name, attn) in enumerate(targets, start=1):
         check_cancel(cancel, f"head removal ({name})")
         before_idx = original_head_index(attn)
@@ -187,6 +198,7 @@ def _prune_mlp_width(model: nn.Module, config: PruneConfig, calib: Calibration, 
         emit("mlp", 0, len(targets), f"scoring MLP units ({config.mlp_criterion})")
         scores = score(model, mlp_groups(model), config.mlp_criterion, calib, config.seed)
     keep = keep_top(scores, counts if counts is not None else for_mlp(config, scores))
+    _record_units(report, "mlp", scores, keep, config.mlp_criterion)
     for i, (name, m) in enumerate(targets, start=1):
         check_cancel(cancel, f"MLP pruning ({name})")
         before = hidden_width(m)
@@ -228,4 +240,19 @@ def _factorize_linears(model: nn.Module, config: PruneConfig, calib: Calibration
                          energy_kept=round(float(s2[:rank].sum() / s2.sum()) if float(s2.sum()) > 0 else 1.0, 6))
             report.lowrank_layers += 1
         report.layers.append(entry)
+        _sensitivity(report).append(rank_row(name, m, n, fac.s, rank, fac.activation_aware))
         emit("svd", i, len(targets), name)
+
+
+def _sensitivity(report: PruneReport) -> list[dict[str, Any]]:
+    if report.sensitivity is None:
+        report.sensitivity = []
+    return report.sensitivity
+
+
+def _record_units(report: PruneReport, kind: str, scores: dict[str, torch.Tensor], keep: dict[str, list[int]],
+                  criterion: str) -> None:
+    """The scores the units were ranked by, per layer (not for ``random``: those measure nothing)."""
+    if criterion == "random":
+        return
+    _sensitivity(report).extend(unit_row(name, kind, s, keep[name], criterion) for name, s in scores.items())

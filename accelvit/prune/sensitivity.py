@@ -132,3 +132,60 @@ def _removed_fraction(groups: Sequence[UnitGroup], kept: dict[str, int]) -> floa
     if total == 0:
         return 0.0
     return round(1 - sum(kept.values()) / total, 6)
+
+
+# ------------------------------------------------------------------------ the report's per-layer rows
+#: What a ``PruneReport.sensitivity`` row's numbers are, by its ``measure``.
+MEASURES: dict[str, str] = {
+    "taylor": "summed |dL/d gate| over the calibration batches: the first-order loss change of removing the unit",
+    "taylor_signed": "|sum of dL/d gate| over the calibration batches (the old, cancelling Taylor score)",
+    "l1": "weight magnitude (sum |w|) of the unit's rows and columns; data-free, not a loss change",
+    "random": "random numbers (the control criterion): nothing was measured",
+    "svd_energy": "fraction of the weight's squared singular values beyond the kept rank: ||W - W_r||_F^2 / ||W||_F^2",
+    "activation_energy": "fraction of the squared singular values of W L beyond the kept rank (L L^T = the calibration "
+                         "inputs' second moment): the relative output error E||(W - W_r) x||^2 / E||W x||^2",
+}
+
+
+def unit_row(name: str, kind: str, scores: torch.Tensor, keep: Sequence[int], criterion: str) -> dict[str, Any]:
+    """A ``heads`` / ``mlp`` row of ``PruneReport.sensitivity`` from the scores the prune ranked the units by."""
+    s = scores.detach().double().cpu()
+    kept = sorted(set(int(i) for i in keep))
+    mask = torch.ones(len(s), dtype=torch.bool)
+    mask[kept] = False
+    gone = mask.nonzero().flatten().tolist()
+    return {"module": name, "kind": kind, "stage": stage_of(name), "measure": criterion, "units": len(s),
+            "kept": len(kept), "score_sum": float(s.sum()), "score_mean": float(s.mean()) if len(s) else None,
+            "score_mean_kept": float(s[kept].mean()) if kept else None,
+            "score_mean_removed": float(s[gone].mean()) if gone else None}
+
+
+def rank_row(name: str, out_features: int, in_features: int, singular_values: torch.Tensor, rank: int | None,
+             activation_aware: bool) -> dict[str, Any]:
+    """A ``rank`` row of ``PruneReport.sensitivity``: the rank kept (``units`` = full rank ``min(m, n)``; a
+    layer left dense keeps it all) and the fraction of (activation-weighted) spectral energy discarded."""
+    full = min(out_features, in_features)
+    kept = full if rank is None else int(rank)
+    s2 = singular_values.detach().double().cpu() ** 2
+    total = float(s2.sum())
+    return {"module": name, "kind": "rank", "stage": stage_of(name),
+            "measure": "activation_energy" if activation_aware else "svd_energy", "units": full, "kept": kept,
+            "in_features": in_features, "out_features": out_features, "dense": rank is None,
+            "energy_discarded": float(s2[kept:].sum()) / total if total > 0 else 0.0}
+
+
+def with_ranking(rows: list[dict[str, Any]] | None, table: list[dict[str, Any]] | None,
+                 criteria: dict[str, str]) -> list[dict[str, Any]] | None:
+    """``rows`` (the prune's) with the ranking's FLOPs per unit and score per MFLOP added to the matching
+    ``heads`` / ``mlp`` rows; a ranking row the prune did not record (a ``random`` criterion) is appended."""
+    if not table:
+        return rows
+    out = [dict(r) for r in rows or []]
+    at = {(r["module"], r["kind"]): r for r in out}
+    for t in table:
+        r = at.get((t["module"], t["kind"]))
+        if r is None:
+            out.append({**t, "measure": criteria.get(t["kind"])})
+        else:
+            r.update(flops_per_unit=t["flops_per_unit"], score_per_mflop=t["score_per_mflop"])
+    return out
