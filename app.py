@@ -26,4 +26,5 @@ st.navigation([
     st.Page("pages/1_Experiment.py", title="Experiment", icon=":material/science:", url_path="Experiment"),
     st.Page("pages/2_Results.py", title="Results", icon=":material/monitoring:", url_path="Results"),
     st.Page("pages/3_Inference.py", title="Inference", icon=":material/image_search:", url_path="Inference"),
+    st.Page("pages/4_Compare.py", title="Compare", icon=":material/compare:", url_path="Compare"),
 ]).run()
