@@ -242,3 +242,83 @@ def test_cancel_shows_at_once_and_sigterm_leaves_the_run_interrupted(server):
     server.proc.wait(30)
     log = server.log.read_text()
     assert "terminate called" not in log and "Traceback" not in log, log[-3000:]
+
+
+def _three_runs(home: Path) -> list[str]:
+    """Three finished runs of the server's store, newest first: the newest ones there (a store copied
+    from ``ACCELVIT_SCREENSHOTS_HOME``), else three written as records (no training)."""
+    from accelvit.runs import RunStore, new_owner
+
+    store = RunStore(home)
+    finished = [r["id"] for r in store.list_runs(status="finished")]
+    if len(finished) >= 3:
+        return finished[:3]
+    ids = []
+    for i, (name, head_ratio, top1) in enumerate((("cmp half", 0.5, 0.93), ("cmp quarter", 0.25, 0.95),
+                                                  ("cmp none", 0.0, 0.96))):
+        config = {"name": name, "model": "swin_pico", "prune": {"head_ratio": head_ratio, "sparsity": 0.0}}
+        rid, _ = store.create_run(config, name=name, status="running", owner=new_owner("test"))
+        for stage, t1, flops in (("before", 0.96, 8e6), ("after", top1, 8e6 * (1 - head_ratio / 2))):
+            store.add_metrics(rid, stage, {"top1": t1, "top5": 1.0, "dense_flops": flops, "effective_flops": flops,
+                                           "params": 9e4, "nonzero_params": 9e4, "latency_ms_b1": 2.0})
+        store.set_status(rid, "finished")
+        ids.insert(0, rid)
+    return ids
+
+
+def _chips(page) -> list[str]:
+    """The run ids of the Compare page's selection (its multiselect's tags read 'name · status · id')."""
+    tags = page.locator('[data-testid="stMultiSelect"] [data-tag]').all_inner_texts()
+    return [t.strip().rsplit(" · ", 1)[-1] for t in tags]
+
+
+def _runs_in_url(page) -> list[str]:
+    from urllib.parse import parse_qs, urlparse
+
+    return ",".join(parse_qs(urlparse(page.url).query).get("runs", [])).split(",")
+
+
+def test_compare_page_url_round_trip(server):
+    """``/Compare?runs=A,B`` selects A and B; adding a run rewrites the URL; that URL, opened in a
+    new tab, shows the same three runs. With ``ACCELVIT_SCREENSHOTS`` set, the three-run page is
+    saved as ``compare.png`` there."""
+    a, b, c = _three_runs(server.home)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{server.url}/Compare?runs={a},{b}", wait_until="domcontentloaded")
+            expect(page.get_by_text("Configuration differences")).to_be_visible(timeout=60_000)
+            _settle(page)
+            assert _chips(page) == [a, b]
+            assert _runs_in_url(page) == [a, b]
+            # add the third run through the multiselect: the URL follows
+            page.locator('[data-testid="stMultiSelect"] input').click()
+            page.keyboard.type(c)
+            page.keyboard.press("Enter")
+            page.keyboard.press("Escape")
+            page.wait_for_function(f"() => decodeURIComponent(location.search).includes('{a},{b},{c}')",
+                                   timeout=30_000)
+            _settle(page)
+            assert _chips(page) == [a, b, c] and _runs_in_url(page) == [a, b, c]
+            # the link reopens the same comparison in a new tab (a new session)
+            other = browser.new_page(viewport={"width": 1400, "height": 1000})
+            other.goto(page.url, wait_until="domcontentloaded")
+            expect(other.get_by_text("Configuration differences")).to_be_visible(timeout=60_000)
+            _settle(other)
+            assert _chips(other) == [a, b, c]
+            shots = os.environ.get("ACCELVIT_SCREENSHOTS")
+            if shots:
+                Path(shots).mkdir(parents=True, exist_ok=True)
+                expect(other.locator('[data-testid="stPlotlyChart"]').last.locator(".main-svg").first) \
+                    .to_be_attached(timeout=30_000)
+                _shot(other, Path(shots) / "compare.png", 2300)
+            other.close()
+            # removing a run from the selection: the URL follows again
+            page.locator('[data-testid="stMultiSelect"] [data-tag]').nth(1).get_by_role("button").click()
+            page.wait_for_function(f"() => decodeURIComponent(location.search).includes('runs={a},{c}')",
+                                   timeout=30_000)
+            _settle(page)
+            assert _chips(page) == [a, c]
+        finally:
+            browser.close()
