@@ -42,7 +42,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -398,7 +398,7 @@ def _sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def _time_once(model: nn.Module, x: torch.Tensor) -> float:
+def _time_once(model: Callable[[torch.Tensor], Any], x: torch.Tensor) -> float:
     _sync(x.device)
     start = time.perf_counter()
     model(x)
@@ -677,34 +677,47 @@ def compare(baseline: nn.Module, pruned: nn.Module, input_size: InputSize = None
         with _eval(a), _eval(b), torch.inference_mode():
             for bs in batch_sizes:
                 x = torch.randn(bs, *shape, device=dev)
-                pair_s: list[float] = []
-                for _ in range(warmup):
-                    pair_s.append(_time_once(a, x) + _time_once(b, x))
-                n = per_batch.get(bs, default_reps)
-                if budget_s and pair_s:
-                    pair = min(pair_s)  # the first warm-up pairs are the slowest
-                    fits = int(budget_s / pair) if pair > 0 else max_reps
-                    n = max(n, min(max_reps, fits))
-                ta: list[float] = []
-                tb: list[float] = []
-                for i in range(n):
-                    if i % 2 == 0:
-                        ta.append(_time_once(a, x))
-                        tb.append(_time_once(b, x))
-                    else:
-                        tb.append(_time_once(b, x))
-                        ta.append(_time_once(a, x))
-                sa, sb = LatencyStats.from_times(bs, ta, warmup), LatencyStats.from_times(bs, tb, warmup)
-                points.append(ComparePoint(bs, sa, sb, speedup=sa.median_ms / sb.median_ms,
-                                           paired_speedup=statistics.median(x_ / y_ for x_, y_ in zip(ta, tb))))
-                log.info("compare b=%d: %.2f ms vs %.2f ms, speedup %.2fx (%d pairs)", bs, sa.median_ms,
-                         sb.median_ms, points[-1].speedup, n)
+                points.append(interleaved(a, b, x, warmup, per_batch.get(bs, default_reps), budget_s, max_reps))
+                log.info("compare b=%d: %.2f ms vs %.2f ms, speedup %.2fx (%d pairs)", bs,
+                         points[-1].baseline.median_ms, points[-1].pruned.median_ms, points[-1].speedup,
+                         points[-1].pruned.reps)
         return Comparison(input_size=tuple(shape), device=str(dev), device_name=device_description(dev),
                           num_threads=torch.get_num_threads(), baseline_flops=fa, pruned_flops=fb,
                           flop_reduction=fa / fb if fb else float("inf"), baseline_params=param_counts(a)[0],
                           pruned_params=param_counts(b)[0], points=points, warmup=warmup, budget_s=budget_s)
     finally:
         torch.set_num_threads(prev_threads)
+
+
+def interleaved(a: Callable[[torch.Tensor], Any], b: Callable[[torch.Tensor], Any], x: torch.Tensor, warmup: int,
+                reps: int, budget_s: float | None = None, max_reps: int = 200) -> ComparePoint:
+    """Time ``a(x)`` and ``b(x)`` interleaved (A,B then B,A, alternating): ``warmup`` untimed pairs,
+    then ``reps`` timed pairs, or as many more as fit in about ``budget_s`` (at most ``max_reps``).
+
+    ``a`` and ``b`` are any callables (modules, an onnxruntime session's runner); the caller
+    sets eval / inference mode. ``speedup`` is a's median over b's.
+    """
+    pair_s: list[float] = []
+    for _ in range(warmup):
+        pair_s.append(_time_once(a, x) + _time_once(b, x))
+    n = reps
+    if budget_s and pair_s:
+        pair = min(pair_s)  # the first warm-up pairs are the slowest
+        fits = int(budget_s / pair) if pair > 0 else max_reps
+        n = max(n, min(max_reps, fits))
+    ta: list[float] = []
+    tb: list[float] = []
+    for i in range(n):
+        if i % 2 == 0:
+            ta.append(_time_once(a, x))
+            tb.append(_time_once(b, x))
+        else:
+            tb.append(_time_once(b, x))
+            ta.append(_time_once(a, x))
+    bs = int(x.shape[0])
+    sa, sb = LatencyStats.from_times(bs, ta, warmup), LatencyStats.from_times(bs, tb, warmup)
+    return ComparePoint(bs, sa, sb, speedup=sa.median_ms / sb.median_ms,
+                        paired_speedup=statistics.median(x_ / y_ for x_, y_ in zip(ta, tb)))
 
 
 # ----------------------------------------------------------------------------- helpers

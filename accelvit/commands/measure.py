@@ -6,10 +6,13 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 import pandas as pd
 
 from .. import serialize
+from ..errors import ConfigError
+from ..export import ONNX_FILE, export_folder, onnx_latency, onnx_summary
 from ..metrics import measure
 
 log = logging.getLogger(__name__)
@@ -31,18 +34,46 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads while timing (default: torch's)")
     p.add_argument("--no-thop", action="store_true", help="skip the thop cross-check")
     p.add_argument("--layers", action="store_true", help="also print the per-layer table (text output)")
+    p.add_argument("--onnx", nargs="?", const="auto", default=None, metavar="FILE",
+                   help="also time the ONNX export in onnxruntime (CPU), interleaved with PyTorch at batch 1 and "
+                        "--batch-size, same threads: FILE, else CHECKPOINT/model.onnx, exported and verified first "
+                        "if missing (needs pip install 'accelvit[onnx]')")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     model, _doc = serialize.load(args.checkpoint, device="cpu")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError("threads", f"must be a whole number >= 1, got {args.threads}.")
+    ort = _onnx_file(args) if args.onnx else None  # export first: a failed export costs no timing
     result = measure(model, device=args.device, latency=not args.no_latency, batch_size=args.batch_size,
                      warmup=args.warmup, reps=args.reps, thop=not args.no_thop, num_threads=args.threads)
+    ort_lat = onnx_latency(model, ort, batch_sizes=(1, args.batch_size), warmup=args.warmup, reps=args.reps,
+                           threads=args.threads) if ort else None
     if args.json:
-        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+        doc = result.to_dict()
+        doc["onnxruntime"] = ort_lat
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return 0
     sys.stdout.write(result.summary() + "\n")
+    if ort_lat:
+        sys.stdout.write(onnx_summary(ort_lat) + "\n")
     if args.layers:
         with pd.option_context("display.width", 250, "display.max_rows", None, "display.max_columns", None):
             sys.stdout.write(result.layers.to_string(index=False) + "\n")
     return 0
+
+
+def _onnx_file(args: argparse.Namespace) -> Path:
+    if args.onnx != "auto":
+        path = Path(args.onnx)
+        if not path.is_file():
+            raise ConfigError("onnx", f"{path} is not a file; give an .onnx file or --onnx alone to use "
+                                      f"CHECKPOINT/{ONNX_FILE}.")
+        return path
+    folder = Path(args.checkpoint)
+    path = folder / ONNX_FILE
+    if not path.is_file():
+        print(f"no {path}: exporting and verifying it first...", file=sys.stderr, flush=True)
+        path = Path(export_folder(folder).path)
+    return path
