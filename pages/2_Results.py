@@ -1,6 +1,7 @@
 """Results: compare runs (accuracy vs cost, Pareto frontier, speedups), look inside one run, download."""
 
 import io
+import json
 import zipfile
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import streamlit as st
 
 from accelvit.runs import FINISHED
 from accelvit.serialize import SPEC_FILE, WEIGHTS_FILE
-from accelvit.ui import charts, tables
+from accelvit.ui import charts, sensitivity, tables
 from accelvit.ui.state import PAGE_ICON, manager
 
 st.set_page_config(page_title="accelvit · Results", page_icon=PAGE_ICON, layout="wide")
@@ -83,15 +84,50 @@ layers = None
 path = art.get(f"layers_{stage}")
 if path and Path(path).exists():
     layers = _layers(path, Path(path).stat().st_mtime)
-if layers is None or layers.empty:
-    st.info("This run has no per-layer table for that stage (it did not reach it, or it predates per-layer "
-            "tables).")
-else:
-    l1, l2 = st.columns([2, 3])
-    with l1:
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _report_json(path: str, mtime: float) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def _prune_report(run_id: str, report_path: str | None) -> dict | None:
+    """The run's prune report: from report.json once saved, else from its prune stage's record."""
+    if report_path and Path(report_path).is_file():
+        found = _report_json(report_path, Path(report_path).stat().st_mtime).get("prune_report")
+        if found:
+            return found
+    stages = store.stages_df(run_id)
+    info = stages.loc[stages["stage"] == "prune", "info"]
+    return info.iloc[0] if len(info) and isinstance(info.iloc[0], dict) and info.iloc[0] else None
+
+
+prune_report = _prune_report(one, art.get("report"))
+no_sens = sensitivity.no_sensitivity_message(prune_report)
+s1, s2 = st.columns([1, 1])
+with s1:
+    if no_sens:
+        st.info(no_sens, icon=":material/grid_off:")
+    else:
+        st.plotly_chart(sensitivity.sensitivity_heatmap(prune_report), key="sensitivity")
+        st.caption("Sensitivity: what the pruning measured per layer when it chose what to cut (once, at the "
+                   "prune stage, whatever model is picked above). Rows are layers in model order (s1.b0: stage "
+                   "1, block 0). Colour is divided by the largest value of its kind, so 1.0 is the most "
+                   "sensitive layer of that column's kind: for heads and MLP the mean importance score of the "
+                   "layer's units (taylor: the loss change of removing one; per MFLOP of one unit where the FLOP "
+                   "target ranked by that; l1: weight magnitude), for rank the fraction of the weight's spectral "
+                   "energy (activation-aware SVD: of its output) discarded at the kept rank. Text: what was kept "
+                   "(heads and hidden units kept/total, r rank/full rank). Pale heads/MLP cells that lost many "
+                   "units and dark ones that kept theirs show the allocation following the measurement; a dark "
+                   "rank cell is a layer the SVD cut deep into. Hover a cell for the measured number.")
+with s2:
+    if layers is None or layers.empty:
+        st.info("This run has no per-layer table for that stage (it did not reach it, or it predates per-layer "
+                "tables).")
+    else:
         st.plotly_chart(charts.heads_heatmap(layers), key="heads")
-    with l2:
         st.plotly_chart(charts.linear_bars(layers), key="linears")
+if layers is not None and not layers.empty:
     with st.expander("Per-layer table"):
         st.dataframe(layers, hide_index=True, width="stretch", placeholder=tables.MISSING)
 
