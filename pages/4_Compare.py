@@ -54,8 +54,8 @@ if unfinished:
 metrics = store.metrics_df(run_ids=selected)
 st.subheader("Final models")
 values = compare.final_metrics(metrics, selected)
-st.dataframe(compare.metrics_view(values, labels, chosen, compare.speedup_methods(metrics)), hide_index=True,
-             width="stretch", placeholder=tables.MISSING, key="cmp_metrics")
+view = compare.metrics_view(values, labels, chosen, compare.speedup_methods(metrics))
+st.dataframe(view, hide_index=True, width="stretch", height=35 * (len(view) + 1) + 3, placeholder=tables.MISSING)
 st.caption(f"Each run's pruned, finetuned model. In brackets: the difference to the reference "
            f"({labels[selected[0]]}): accuracies in percentage points, everything else relative. Latencies of "
            "different runs were timed at different times (machine load differs); each speedup compares a run "
@@ -79,7 +79,7 @@ diff = compare.config_diff({rid: configs.get(rid) for rid in selected})
 if diff.empty:
     st.success("The runs have the same configuration (apart from their names).")
 else:
-    st.dataframe(compare.config_diff_view(diff, labels), hide_index=True, width="stretch", key="cmp_config")
+    st.dataframe(compare.config_diff_view(diff, labels), hide_index=True, width="stretch")
     st.caption(f"Only the {len(diff)} config field{'s' if len(diff) != 1 else ''} whose values differ; "
                "'none': not set.")
 
@@ -108,5 +108,4 @@ else:
                "nonzero weights, in the final model of each run."
                + (f" No per-layer table: {', '.join(without)}." if without else ""))
     with st.expander("Per-layer table"):
-        st.dataframe(compare.layers_table(long, labels, selected), hide_index=True, width="stretch",
-                     key="cmp_layers_table")
+        st.dataframe(compare.layers_table(long, labels, selected), hide_index=True, width="stretch")

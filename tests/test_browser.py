@@ -10,7 +10,11 @@ The home page screenshot is saved under the test's tmp folder. With
     ACCELVIT_SCREENSHOTS=docs python -m pytest tests/test_browser.py
 
 ``ACCELVIT_SCREENSHOTS_HOME=DIR`` starts the server on a copy of the run store ``DIR``
-(e.g. one holding a finished sweep) so the pictures show more than one run.
+(e.g. one holding a finished sweep) so the pictures show more than one run. The Compare page
+(``compare.png``) is taken by ``test_compare_page_url_round_trip`` with that store's three newest
+finished runs; for that picture alone::
+
+    ACCELVIT_SCREENSHOTS=docs ACCELVIT_SCREENSHOTS_HOME=DIR python -m pytest tests/test_browser.py -k compare
 """
 
 from __future__ import annotations
@@ -287,6 +291,11 @@ def test_compare_page_url_round_trip(server):
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            if os.environ.get("ACCELVIT_SCREENSHOTS"):
+                # Until app.py has run once, Streamlit serves a page URL straight from pages/ with its
+                # auto-discovered sidebar ('app', no icons); the picture should show the real one.
+                page.goto(server.url, wait_until="domcontentloaded")
+                _settle(page)
             page.goto(f"{server.url}/Compare?runs={a},{b}", wait_until="domcontentloaded")
             expect(page.get_by_text("Configuration differences")).to_be_visible(timeout=60_000)
             _settle(page)
@@ -312,7 +321,8 @@ def test_compare_page_url_round_trip(server):
                 Path(shots).mkdir(parents=True, exist_ok=True)
                 expect(other.locator('[data-testid="stPlotlyChart"]').last.locator(".main-svg").first) \
                     .to_be_attached(timeout=30_000)
-                _shot(other, Path(shots) / "compare.png", 2300)
+                tall = other.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+                _shot(other, Path(shots) / "compare.png", int(tall) + 40)
             other.close()
             # removing a run from the selection: the URL follows again
             page.locator('[data-testid="stMultiSelect"] [data-tag]').nth(1).get_by_role("button").click()

@@ -323,7 +323,7 @@ def curves_figure(progress: Mapping[str, pd.DataFrame | None], labels: Mapping[s
     stages = [s for s in CURVE_STAGES if s in present] + [s for s in present if s not in CURVE_STAGES]
     rows = max(len(stages), 1)
     titles = [t for s in stages for t in (f"{s}: training loss", f"{s}: training accuracy (%)")] or ["", ""]
-    fig = make_subplots(rows=rows, cols=2, subplot_titles=titles, vertical_spacing=0.12 if rows > 1 else 0.0)
+    fig = make_subplots(rows=rows, cols=2, subplot_titles=titles, vertical_spacing=0.3 / rows if rows > 1 else 0.0)
     missing: dict[str, list[str]] = {}
     shown: set[str] = set()
     for i, stage in enumerate(stages, start=1):
@@ -339,15 +339,16 @@ def curves_figure(progress: Mapping[str, pd.DataFrame | None], labels: Mapping[s
                            (2, pd.to_numeric(s["accuracy"], errors="coerce") * 100)):
                 fig.add_trace(go.Scatter(
                     x=s["epoch_x"].tolist(), y=y.tolist(), mode="lines+markers", name=name, legendgroup=rid,
-                    showlegend=rid not in shown, line=dict(color=color), marker=dict(size=5),
+                    legendrank=1000 + j, showlegend=rid not in shown, line=dict(color=color), marker=dict(size=5),
                     hovertemplate=f"{name}<br>{stage} epoch %{{x:.2f}}<br>%{{y:.3f}}<extra></extra>"), row=i, col=col)
                 shown.add(rid)
-            fig.update_xaxes(title_text="epoch", row=i)
+    fig.update_xaxes(title_text="epoch", row=rows)
     if not stages:
         fig.add_annotation(text="No training curves recorded for these runs", showarrow=False, xref="paper",
                            yref="paper", x=0.5, y=0.5)
-    fig.update_layout(height=max(height_per_stage * rows, 260) + 40, margin=dict(l=10, r=10, t=60, b=10),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.04, xanchor="right", x=1.0),
+    fig.update_layout(height=max(height_per_stage * rows, 260) + 60, margin=dict(l=10, r=10, t=80, b=10),
+                      legend=dict(orientation="h", yanchor="top", y=1.0, yref="container", xanchor="right",
+                                  x=1.0),
                       meta={"stages": stages, "missing": missing})
     return fig
 
@@ -393,13 +394,13 @@ def layers_table(long: pd.DataFrame, labels: Mapping[str, str], ids: Iterable[st
 
 
 def layers_figure(long: pd.DataFrame, labels: Mapping[str, str], ids: Iterable[str],
-                  height_per_row: int = 230) -> go.Figure:
+                  height_per_row: int = 260) -> go.Figure:
     """Grouped bars, one colour per run: heads kept per attention block, rank / full rank and
     weight density per linear layer (one plot row each, rows without data left out)."""
     ids = list(ids)
     quantities = [q for q in LAYER_QUANTITIES if not long.empty and (long["quantity"] == q).any()]
     rows = max(len(quantities), 1)
-    fig = make_subplots(rows=rows, cols=1, subplot_titles=quantities or [""], vertical_spacing=0.16 if rows > 1 else 0.0)
+    fig = make_subplots(rows=rows, cols=1, subplot_titles=quantities or [""], vertical_spacing=0.6 / rows if rows > 1 else 0.0)
     for i, q in enumerate(quantities, start=1):
         sub = long[long["quantity"] == q]
         order = list(dict.fromkeys(sub["layer"]))
@@ -415,6 +416,6 @@ def layers_figure(long: pd.DataFrame, labels: Mapping[str, str], ids: Iterable[s
     if not quantities:
         fig.add_annotation(text="No per-layer tables for these runs", showarrow=False, xref="paper", yref="paper",
                            x=0.5, y=0.5)
-    fig.update_layout(barmode="group", height=height_per_row * rows + 60, margin=dict(l=10, r=10, t=60, b=10),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.04, xanchor="right", x=1.0))
+    fig.update_layout(barmode="group", height=height_per_row * rows + 80, margin=dict(l=10, r=10, t=80, b=10),
+                      legend=dict(orientation="h", yanchor="top", y=1.0, yref="container", xanchor="right", x=1.0))
     return fig
