@@ -35,12 +35,13 @@ import torch
 from torch import nn
 
 from . import serialize
+from .card import write_card
 from .errors import AccelvitError, ConfigError
 from .fileio import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-ONNX_FILE = "model.onnx"
+ONNX_FILE = serialize.ONNX_FILE
 ONNX_REPORT = "onnx.json"
 EXPORTERS = ("dynamo", "torchscript")
 DEFAULT_OPSET = 18
@@ -339,6 +340,7 @@ def export_folder(checkpoint: str | Path, out: str | Path | None = None, opset: 
         versions={"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__})
     if target.parent == folder:
         atomic_write_json(folder / ONNX_REPORT, result.to_dict())
+        write_card(folder)  # the model card gains its verified onnxruntime section
     log.info("exported %s: max |diff| %.2e", target, diff)
     return result
 

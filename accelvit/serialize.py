@@ -7,6 +7,7 @@ A saved model is a directory::
                             rest as plain safetensors tensors
     DIR/accelvit.json       {"format": "accelvit-model", "version": 1, "model": ModelSpec,
                              "structure": what pruning changed, "class_names": [...], "meta": {...}}
+    DIR/README.md           the model card (accelvit.card), written from the two files above
 
 ``load`` rebuilds the unpruned architecture from the spec, re-applies the structure
 (heads kept, MLP widths, low-rank factors) so every shape matches, then loads the weights
@@ -24,6 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors import safe_open
 
+from .card import write_card
 from .errors import CheckpointError, ConfigError, ModelError
 from .fileio import atomic_write_bytes, atomic_write_json  # noqa: F401  (re-exported)
 from .models import ModelSpec, build_from_spec, spec_of
@@ -36,6 +38,7 @@ FORMAT = "accelvit-model"
 VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 SPEC_FILE = "accelvit.json"
+ONNX_FILE = "model.onnx"  # written by accelvit.export, beside the weights
 
 
 def save(model: torch.nn.Module, path: str | Path, class_names: list[str] | None = None,
@@ -64,6 +67,9 @@ def save(model: torch.nn.Module, path: str | Path, class_names: list[str] | None
     # are, so a sparsified model really is smaller on disk; the round trip is bit-exact.
     save_sparse(state, out / WEIGHTS_FILE, metadata={"format": FORMAT, "version": str(VERSION)})
     atomic_write_json(out / SPEC_FILE, doc)
+    for stale in (out / ONNX_FILE, out / "onnx.json"):  # an export of the weights this save replaced
+        stale.unlink(missing_ok=True)
+    write_card(out)  # README.md, from the spec and the metrics in ``meta`` (accelvit.card)
     return out
 
 

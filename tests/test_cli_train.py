@@ -27,6 +27,7 @@ def test_train_command_writes_model_and_metrics(tmp_path, capsys):
     assert doc["class_names"] == [str(i) for i in range(10)]
     data = load_data(DataConfig(dataset="digits", img_size=16, subset=300))
     assert evaluate(model, data.test, device="cpu").top1 == metrics["top1"]
+    assert f"| top-1 accuracy (test) | {metrics['top1']:.2%} |" in (out / "README.md").read_text()
 
 
 def test_cli_reports_user_errors_without_traceback(tmp_path):

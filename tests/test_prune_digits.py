@@ -73,4 +73,10 @@ def test_cli_prune_writes_a_loadable_model_and_report(baseline, tmp_path: Path) 
     assert count_nonzero(model) == metrics["after"]["nonzero_params"]
     assert doc["meta"]["config"]["prune"]["head_ratio"] == 0.3
     assert (out / "layers_after.csv").exists()
+    # the model card is written from these measured numbers (read back here, not typed in)
+    text = (out / "README.md").read_text()
+    assert f"| top-1 accuracy (test) | {metrics['before']['top1']:.2%} | {metrics['pruned']['top1']:.2%} | " \
+           f"{metrics['after']['top1']:.2%} |" in text
+    assert f"| nonzero parameters | {metrics['before']['nonzero_params']:,} | " in text
+    assert f"{metrics['after']['nonzero_params']:,} |" in text
     assert cli_main(["prune", "--checkpoint", str(ckpt), "--head-ratio", "1.5", "--out", str(tmp_path / "x")]) == 2

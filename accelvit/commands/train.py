@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from .. import serialize
+from ..card import write_card
 from ..data import load_data
 from ..models import build_model, model_spec
 from ..train import TrainConfig, evaluate, fit
@@ -58,5 +59,6 @@ def run(args: argparse.Namespace) -> int:
                "train_images_per_s": result.images_per_s, "history": result.history,
                "model": args.model, "dataset": args.dataset, "split": data.split}
     serialize.atomic_write_json(out / "metrics.json", metrics)
+    write_card(out)  # the model card again, now with the test metrics
     print(json.dumps({k: metrics[k] for k in ("top1", "top5", "loss", "epochs", "train_seconds")}))
     return 0
