@@ -25,6 +25,8 @@ if KEY not in st.session_state:  # first run of this page in this session: the U
     asked = compare.parse_runs_param(st.query_params.get_all(compare.PARAM), known)
     st.session_state[KEY] = asked.ids if (asked.ids or asked.unknown or asked.dropped) else compare.default_runs(runs)
     st.session_state["_cmp_url"] = (list(st.session_state[KEY]), asked.notes())
+elif any(r not in known for r in st.session_state[KEY]):  # deleted since: the widget refuses unknown values
+    st.session_state[KEY] = [r for r in st.session_state[KEY] if r in known]
 labels_all = {r.id: f"{r.name or r.id} · {r.status} · {r.id}" for r in runs.itertuples()}
 selected = st.multiselect(f"Runs to compare ({compare.MIN_RUNS}–{compare.MAX_RUNS}; the first is the reference)",
                           known, format_func=labels_all.get, key=KEY)

@@ -293,3 +293,13 @@ def test_page_without_url_picks_the_newest_finished_runs_and_empty_store(app_hom
     ok(at)
     assert at.multiselect[0].value == ids[::-1][:3]
     assert at.query_params["runs"] == ",".join(ids[::-1][:3])
+
+
+def test_a_run_deleted_while_selected_drops_out_of_the_selection(three, app_home):
+    at = run_page(",".join(three))
+    ok(at)
+    RunStore(app_home).delete_run(three[1])
+    at.run()
+    ok(at)
+    assert at.multiselect[0].value == [three[0], three[2]]
+    assert at.query_params["runs"] == f"{three[0]},{three[2]}"
