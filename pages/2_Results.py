@@ -1,16 +1,13 @@
 """Results: compare runs (accuracy vs cost, Pareto frontier, speedups), look inside one run, download."""
 
-import io
 import json
-import zipfile
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from accelvit.runs import FINISHED
-from accelvit.serialize import SPEC_FILE, WEIGHTS_FILE
-from accelvit.ui import charts, sensitivity, tables
+from accelvit.ui import charts, downloads, sensitivity, tables
 from accelvit.ui.state import PAGE_ICON, manager
 
 st.set_page_config(page_title="accelvit · Results", page_icon=PAGE_ICON, layout="wide")
@@ -138,29 +135,10 @@ view, config = tables.metrics_table_view(m)
 st.caption("Metrics: one row per run and model. Hover a column header for how it was measured; speedups and "
            "latencies were timed on the device in 'Timed on'.")
 st.dataframe(view, hide_index=True, width="stretch", column_config=config, placeholder=tables.MISSING)
-d1, d2, d3 = st.columns(3)
+d1, d2, d3, d4 = st.columns(4)
 d1.download_button("Metrics as CSV", table.to_csv(index=False).encode(), file_name="accelvit_metrics.csv",
                    mime="text/csv", icon=":material/download:", key="dl_csv")
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def _zip_dir(path: str, mtime: float) -> bytes:
-    buf = io.BytesIO()
-    root = Path(path)
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for f in sorted(root.rglob("*")):
-            if f.is_file():
-                zf.write(f, f"{root.name}/{f.relative_to(root)}")
-    return buf.getvalue()
-
-
-model_dir = art.get("model")
-if model_dir and Path(model_dir).is_dir():
-    d2.download_button("Pruned model (zip)", _zip_dir(model_dir, Path(model_dir).stat().st_mtime),
-                       file_name=f"{one}_model.zip", mime="application/zip", icon=":material/deployed_code:", key="dl_model",
-                       help=f"{WEIGHTS_FILE} + {SPEC_FILE}; load with accelvit.load(folder).")
-else:
-    d2.caption("No saved pruned model for this run.")
+downloads.model_downloads(d2, d4, art.get("model"), one)
 report = art.get("report")
 if report and Path(report).is_file():
     d3.download_button("report.json", Path(report).read_bytes(), file_name=f"{one}_report.json",

@@ -380,6 +380,42 @@ def test_results_charts_get_the_right_points(home, saved_models):
         release_owner(ids["live_owner"])
 
 
+def test_results_exports_onnx_on_request_and_offers_it(home, saved_models, tmp_path):
+    """The Export ONNX button writes a verified model.onnx into the run's model folder; the page then offers
+    it for download, and the model zip holds it beside the model card."""
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    import shutil
+    import zipfile
+
+    from accelvit.ui.downloads import zip_folder
+
+    d, _ = saved_models
+    own = tmp_path / "copy"
+    shutil.copytree(d, own)  # the module's saved models stay untouched for the other tests
+    store = RunStore(home)
+    ids = fill(store)
+    attach_models(store, ids["a"], own)
+    try:
+        at = page("results")
+        at.selectbox(key="res_one").set_value(ids["a"]).run()
+        no_exception(at)
+        assert "model.onnx" not in [b.label.split(" ")[0] for b in at.get("download_button")]
+        at.button(key="onnx_export").click().run(timeout=180)
+        no_exception(at)
+        assert not at.error, [e.value for e in at.error]
+        assert (own / "model" / "model.onnx").is_file() and (own / "model" / "onnx.json").is_file()
+        labels = [b.label for b in at.get("download_button")]
+        assert any(label.startswith("model.onnx (") for label in labels)
+        assert any("Verified: onnxruntime equals PyTorch within" in str(c.value) for c in at.caption)
+        zipped = [b for b in at.get("download_button") if b.label == "Pruned model (zip)"][0]
+        assert "README.md (the model card) + model.onnx" in zipped.help
+        names = zipfile.ZipFile(io.BytesIO(zip_folder(own / "model"))).namelist()
+        assert {"model/model.onnx", "model/onnx.json", "model/README.md", "model/accelvit.json"} <= set(names)
+        assert "With onnxruntime (`model.onnx`, opset 18, verified" in (own / "model" / "README.md").read_text()
+    finally:
+        release_owner(ids["live_owner"])
+
+
 def _png() -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (24, 24), (255, 255, 255)).save(buf, format="PNG")
