@@ -107,16 +107,15 @@ with s1:
         st.info(no_sens, icon=":material/grid_off:")
     else:
         st.plotly_chart(sensitivity.sensitivity_heatmap(prune_report), key="sensitivity")
-        st.caption("Sensitivity: what the pruning measured per layer when it chose what to cut (once, at the "
-                   "prune stage, whatever model is picked above). Rows are layers in model order (s1.b0: stage "
-                   "1, block 0). Colour is divided by the largest value of its kind, so 1.0 is the most "
-                   "sensitive layer of that column's kind: for heads and MLP the mean importance score of the "
-                   "layer's units (taylor: the loss change of removing one; per MFLOP of one unit where the FLOP "
-                   "target ranked by that; l1: weight magnitude), for rank the fraction of the weight's spectral "
-                   "energy (activation-aware SVD: of its output) discarded at the kept rank. Text: what was kept "
-                   "(heads and hidden units kept/total, r rank/full rank). Pale heads/MLP cells that lost many "
-                   "units and dark ones that kept theirs show the allocation following the measurement; a dark "
-                   "rank cell is a layer the SVD cut deep into. Hover a cell for the measured number.")
+        st.caption("Sensitivity: what the pruning measured per layer when it chose what to cut, once, at the "
+                   "prune stage (whatever model is picked above). One row per layer in model order (s1.b0: stage "
+                   "1, block 0). Colour: the measurement divided by the largest of its kind, so 1.0 is the most "
+                   "sensitive layer of that kind. Heads and MLP: the mean importance score of the layer's units "
+                   "(taylor: the loss change of removing one, per MFLOP of a unit where the FLOP target ranked by "
+                   "that; l1: weight magnitude). Rank: the share of the weight's spectral energy (activation-aware "
+                   "SVD: of its output) discarded at the kept rank. Text: what was kept (kept/total units, r "
+                   "rank/full rank). Pale cells that lost many units beside dark ones that kept theirs: the cut "
+                   "followed the measurement. Hover a cell for the numbers.")
 with s2:
     if layers is None or layers.empty:
         st.info("This run has no per-layer table for that stage (it did not reach it, or it predates per-layer "

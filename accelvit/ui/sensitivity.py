@@ -198,8 +198,8 @@ def sensitivity_heatmap(report: dict[str, Any] | None, height: int | None = None
     if lines and layers:
         fig.add_annotation(text="<br>".join(lines), showarrow=False, xref="paper", yref="paper", x=0, y=0,
                            xanchor="left", yanchor="top", yshift=-8, align="left", font=dict(size=11))
-    fig.update_layout(title="Sensitivity measured when pruning (colour) and what was kept (text)",
-                      height=height or max(300, 70 + 26 * len(layers) + 16 * len(lines)),
+    fig.update_layout(title="Sensitivity per layer (colour), what was kept (text)",
+                      height=height or max(300, 90 + 34 * len(layers) + 18 * len(lines)),
                       margin=dict(l=10, r=10, t=90, b=10 + 18 * len(lines)), meta={"notes": notes})
     return fig
 
