@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from .fileio import atomic_write_bytes
+from .layout import CARD_FILE, ONNX_FILE, ONNX_REPORT, SPEC_FILE, TRAIN_METRICS_FILE
 
 log = logging.getLogger(__name__)
 
-CARD_FILE = "README.md"
-TRAIN_METRICS_FILE = "metrics.json"
 MISSING = "–"
 STAGES = (("before", "baseline"), ("pruned", "pruned, before finetuning"), ("after", "pruned + finetuned"))
 
@@ -248,14 +247,10 @@ def write_card(folder: str | Path) -> Path | None:
     """(Re)write ``folder/README.md`` from the folder's files. Returns its path, or None (logged) when the
     folder holds no readable spec; a card is documentation, so failing to write one never fails a save."""
     folder = Path(folder)
-    from .serialize import SPEC_FILE  # local: serialize imports this module
-
     doc = _read_json(folder / SPEC_FILE)
     if doc is None:
         log.warning("no model card written: %s has no readable %s", folder, SPEC_FILE)
         return None
-    from .export import read_export
-
     try:
         text = render(doc, train=_read_json(folder / TRAIN_METRICS_FILE), onnx=read_export(folder),
                       folder_name=folder.name)
@@ -264,3 +259,13 @@ def write_card(folder: str | Path) -> Path | None:
         log.warning("no model card written in %s: %s", folder, exc)
         return None
     return folder / CARD_FILE
+
+
+def read_export(folder: str | Path) -> dict[str, Any] | None:
+    """The ``onnx.json`` written beside a verified export, if the folder has a current one (same file size)."""
+    folder = Path(folder)
+    report, onnx_file = folder / ONNX_REPORT, folder / ONNX_FILE
+    if not (report.is_file() and onnx_file.is_file()):
+        return None
+    doc = _read_json(report)
+    return doc if doc is not None and doc.get("file_bytes") == onnx_file.stat().st_size else None

@@ -36,13 +36,12 @@ from torch import nn
 
 from . import serialize
 from .card import write_card
+from .layout import ONNX_FILE, ONNX_REPORT
 from .errors import AccelvitError, ConfigError
 from .fileio import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-ONNX_FILE = serialize.ONNX_FILE
-ONNX_REPORT = "onnx.json"
 EXPORTERS = ("dynamo", "torchscript")
 DEFAULT_OPSET = 18
 TOLERANCE = 1e-4
@@ -343,19 +342,6 @@ def export_folder(checkpoint: str | Path, out: str | Path | None = None, opset: 
         write_card(folder)  # the model card gains its verified onnxruntime section
     log.info("exported %s: max |diff| %.2e", target, diff)
     return result
-
-
-def read_export(folder: str | Path) -> dict[str, Any] | None:
-    """The ``onnx.json`` written beside a verified export, if the folder has a current one."""
-    folder = Path(folder)
-    report, onnx_file = folder / ONNX_REPORT, folder / ONNX_FILE
-    if not (report.is_file() and onnx_file.is_file()):
-        return None
-    try:
-        doc = json.loads(report.read_text())
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) and doc.get("file_bytes") == onnx_file.stat().st_size else None
 
 
 # ----------------------------------------------------------------------------- latency

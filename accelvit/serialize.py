@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors import safe_open
 
 from .card import write_card
+from .layout import ONNX_FILE, ONNX_REPORT, SPEC_FILE, WEIGHTS_FILE
 from .errors import CheckpointError, ConfigError, ModelError
 from .fileio import atomic_write_bytes, atomic_write_json  # noqa: F401  (re-exported)
 from .models import ModelSpec, build_from_spec, spec_of
@@ -36,9 +37,6 @@ log = logging.getLogger(__name__)
 
 FORMAT = "accelvit-model"
 VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-SPEC_FILE = "accelvit.json"
-ONNX_FILE = "model.onnx"  # written by accelvit.export, beside the weights
 
 
 def save(model: torch.nn.Module, path: str | Path, class_names: list[str] | None = None,
@@ -67,7 +65,7 @@ def save(model: torch.nn.Module, path: str | Path, class_names: list[str] | None
     # are, so a sparsified model really is smaller on disk; the round trip is bit-exact.
     save_sparse(state, out / WEIGHTS_FILE, metadata={"format": FORMAT, "version": str(VERSION)})
     atomic_write_json(out / SPEC_FILE, doc)
-    for stale in (out / ONNX_FILE, out / "onnx.json"):  # an export of the weights this save replaced
+    for stale in (out / ONNX_FILE, out / ONNX_REPORT):  # an export of the weights this save replaced
         stale.unlink(missing_ok=True)
     write_card(out)  # README.md, from the spec and the metrics in ``meta`` (accelvit.card)
     return out

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from accelvit import card
 from accelvit import export as ex
 from accelvit import serialize
 from accelvit.cli import main
@@ -73,7 +74,7 @@ def test_pruned_lowrank_sparse_model_exports_and_matches_in_onnxruntime(exported
     assert any("IHT zeros are stored dense" in n for n in result.notes)
     # the record beside the file and the ONNX metadata
     rec = json.loads((folder / ex.ONNX_REPORT).read_text())
-    assert rec["max_abs_diff"] == result.max_abs_diff and ex.read_export(folder)["path"] == str(path)
+    assert rec["max_abs_diff"] == result.max_abs_diff and card.read_export(folder)["path"] == str(path)
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert json.loads(meta["class_names"]) == CLASSES and json.loads(meta["input_size"]) == [3, 16, 16]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from ..card import CARD_FILE
+from ..card import read_export
 from ..errors import AccelvitError
-from ..serialize import ONNX_FILE, SPEC_FILE, WEIGHTS_FILE
+from ..layout import CARD_FILE, ONNX_FILE, SPEC_FILE, WEIGHTS_FILE
 
 
 def zip_folder(path: str | Path) -> bytes:
@@ -47,7 +47,7 @@ def onnx_available() -> str | None:
 
 def model_downloads(col_zip, col_onnx, model_dir: str | None, run_id: str) -> None:
     """The zip button, and the ONNX button (export + verify first when the folder has no current export)."""
-    from ..export import export_folder, read_export
+    from ..export import export_folder
 
     if not model_dir or not Path(model_dir).is_dir():
         col_zip.caption("No saved pruned model for this run.")
