@@ -150,14 +150,13 @@ MEASURES: dict[str, str] = {
 def unit_row(name: str, kind: str, scores: torch.Tensor, keep: Sequence[int], criterion: str) -> dict[str, Any]:
     """A ``heads`` / ``mlp`` row of ``PruneReport.sensitivity`` from the scores the prune ranked the units by."""
     s = scores.detach().double().cpu()
-    kept = sorted(set(int(i) for i in keep))
-    mask = torch.ones(len(s), dtype=torch.bool)
-    mask[kept] = False
-    gone = mask.nonzero().flatten().tolist()
+    mask = torch.zeros(len(s), dtype=torch.bool)
+    mask[torch.as_tensor(list(keep), dtype=torch.long)] = True
+    kept, gone = s[mask], s[~mask]
     return {"module": name, "kind": kind, "stage": stage_of(name), "measure": criterion, "units": len(s),
             "kept": len(kept), "score_sum": float(s.sum()), "score_mean": float(s.mean()) if len(s) else None,
-            "score_mean_kept": float(s[kept].mean()) if kept else None,
-            "score_mean_removed": float(s[gone].mean()) if gone else None}
+            "score_mean_kept": float(kept.mean()) if len(kept) else None,
+            "score_mean_removed": float(gone.mean()) if len(gone) else None}
 
 
 def rank_row(name: str, out_features: int, in_features: int, singular_values: torch.Tensor, rank: int | None,
