@@ -36,7 +36,7 @@ from accelvit.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = {"home": "app.py", "experiment": "pages/1_Experiment.py", "results": "pages/2_Results.py",
-         "inference": "pages/3_Inference.py"}
+         "inference": "pages/3_Inference.py", "compare": "pages/4_Compare.py"}
 TINY = {"exp:model": "swin_pico", "exp:data.img_size": 16, "exp:data.subset": 200, "exp:train.epochs": 1,
         "exp:finetune.epochs": 1}
 
@@ -157,6 +157,9 @@ def test_every_page_renders_with_an_empty_store(home):
     inf = page("inference")
     no_exception(inf)
     assert "No finished run" in texts(inf.info)
+    cmp_ = page("compare")
+    no_exception(cmp_)
+    assert "No runs yet" in texts(cmp_.info)
 
 
 def test_home_shows_finished_failed_and_running_runs(home):
