@@ -6,9 +6,13 @@ configurations are for small inputs (32 px by default) and train on a CPU in min
 
 from __future__ import annotations
 
+import ast
+import functools
+import inspect
 import logging
 import os
 import socket
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +22,9 @@ import timm
 import torch
 from timm.models.swin_transformer import SwinTransformer
 
-from .errors import ModelError
+from .errors import CheckpointError, ModelError
 from .fileio import to_jsonable
+from .spec import check_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +66,7 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
         kwargs = dict(d.get("kwargs") or {})
-        for key in ("depths", "num_heads"):
+        for key in ("depths", "num_heads", "window_size"):
             if key in kwargs and isinstance(kwargs[key], list):
                 kwargs[key] = tuple(kwargs[key])
         return cls(name=str(d["name"]), num_classes=int(d["num_classes"]), img_size=int(d["img_size"]),
@@ -75,6 +80,54 @@ def list_models() -> list[str]:
 
 def is_known_model(name: str) -> bool:
     return name in SCRATCH_CONFIGS or name in timm.list_models("swin*")
+
+
+@functools.lru_cache(maxsize=None)
+def _timm_model_args(name: str) -> dict[str, Any]:
+    """The Swin arguments a timm entry point passes (its ``model_args = dict(...)``), read from its
+    source with ``ast``: nothing is built or run."""
+    try:
+        fn = timm.models.model_entrypoint(name)
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "model_args" for t in node.targets)
+                    and isinstance(node.value, ast.Call) and getattr(node.value.func, "id", None) == "dict"):
+                return {k.arg: ast.literal_eval(k.value) for k in node.value.keywords if k.arg}
+    except Exception as exc:  # a timm whose entry points read differently: Swin defaults then
+        log.warning("Could not read the architecture of %s from timm (%s); assuming Swin defaults.", name, exc)
+    return {}
+
+
+def architecture_args(name: str) -> dict[str, Any] | None:
+    """A model name's own Swin constructor arguments (embed_dim, depths, ...), or None for an unknown name.
+
+    What :mod:`accelvit.spec` estimates a saved model's cost from before anything is built.
+    """
+    if not isinstance(name, str):
+        return None
+    if name in SCRATCH_CONFIGS:
+        return {k: v for k, v in SCRATCH_CONFIGS[name].items() if k != "img_size"}
+    if name in timm.list_models("swin*"):
+        return dict(_timm_model_args(name))
+    return None
+
+
+def is_swin_v1(name: str) -> bool:
+    """Whether ``name`` builds timm's ``SwinTransformer`` (scratch configs, ``swin_*``; not the v2 families)."""
+    if name in SCRATCH_CONFIGS:
+        return True
+    try:
+        return timm.models.model_entrypoint(name).__module__ == "timm.models.swin_transformer"
+    except Exception:
+        return False
+
+
+def _checked_kwargs(kwargs: dict[str, Any]) -> None:
+    """Only allow-listed Swin arguments reach timm (``accelvit.spec.ALLOWED_KWARGS``)."""
+    try:
+        check_kwargs(to_jsonable(kwargs), "the model configuration")
+    except CheckpointError as exc:
+        raise ModelError(str(exc)) from None
 
 
 def _load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
@@ -148,6 +201,7 @@ def model_spec(name: str, num_classes: int, img_size: int | None = None, pretrai
         size = int(img_size or kwargs.pop("img_size"))
         kwargs.pop("img_size", None)
         kwargs.update(overrides)
+        _checked_kwargs(kwargs)
         return ModelSpec(name, num_classes, size, kwargs, SCRATCH_MEAN, SCRATCH_STD)
     if name not in timm.list_models("swin*"):
         raise ModelError(
@@ -158,19 +212,25 @@ def model_spec(name: str, num_classes: int, img_size: int | None = None, pretrai
     mean = tuple(cfg.mean) if cfg is not None else (0.485, 0.456, 0.406)
     std = tuple(cfg.std) if cfg is not None else (0.229, 0.224, 0.225)
     kwargs = dict(overrides)
+    _checked_kwargs(kwargs)
     return ModelSpec(name, num_classes, int(img_size or default_size), kwargs, mean, std)
 
 
 def build_from_spec(spec: ModelSpec, pretrained: bool = False,
                     weights_path: str | Path | None = None) -> SwinTransformer:
-    """Build the unpruned architecture a spec describes, optionally with weights."""
+    """Build the unpruned architecture a spec describes, optionally with weights.
+
+    Only allow-listed constructor arguments pass (``accelvit.spec.ALLOWED_KWARGS``): a spec read
+    from disk never hands timm ``checkpoint_path`` or anything else it would act on.
+    """
+    _checked_kwargs(spec.kwargs)
     if spec.name in SCRATCH_CONFIGS:
         if pretrained:
             raise ModelError(f"{spec.name!r} is a from-scratch config: no pretrained weights exist. "
                              "Train it, or pass a local weights file.")
         try:
             model = SwinTransformer(img_size=spec.img_size, num_classes=spec.num_classes, **spec.kwargs)
-        except (AssertionError, ValueError, RuntimeError) as exc:
+        except Exception as exc:  # timm asserts, divides, allocates: any failure is this configuration's
             raise ModelError(f"Cannot build {spec.name!r} at img_size={spec.img_size}: {exc}") from exc
         if weights_path is not None:
             _load_scratch_weights(model, Path(weights_path))

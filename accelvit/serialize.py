@@ -16,7 +16,6 @@ strictly. Anything that is not ours, truncated or inconsistent raises Checkpoint
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -29,14 +28,13 @@ from .card import write_card
 from .layout import ONNX_FILE, ONNX_REPORT, SPEC_FILE, WEIGHTS_FILE
 from .errors import CheckpointError, ConfigError, ModelError
 from .fileio import atomic_write_bytes, atomic_write_json  # noqa: F401  (re-exported)
-from .models import ModelSpec, build_from_spec, spec_of
+from . import spec as spec_check
+from .models import ModelSpec, architecture_args, build_from_spec, is_swin_v1, spec_of
 from .prune.structure import apply_structure, describe_structure
-from .sparse_io import load_sparse, save_sparse
+from .sparse_io import load_sparse, read_declared, save_sparse
+from .spec import FORMAT, VERSION
 
 log = logging.getLogger(__name__)
-
-FORMAT = "accelvit-model"
-VERSION = 1
 
 
 def save(model: torch.nn.Module, path: str | Path, class_names: list[str] | None = None,
@@ -58,7 +56,7 @@ def save(model: torch.nn.Module, path: str | Path, class_names: list[str] | None
         "normalization": {"mean": list(spec.mean), "std": list(spec.std)},
         "structure": structure,
         "params": sum(int(v.numel()) for v in model.parameters()),
-        "class_names": list(class_names) if class_names is not None else None,
+        "class_names": [str(c) for c in class_names] if class_names is not None else None,
         "meta": meta or {},
     }
     # Tensors with enough exact zeros (IHT) are stored as bitmask + values, the rest as they
@@ -72,29 +70,20 @@ def save(model: torch.nn.Module, path: str | Path, class_names: list[str] | None
 
 
 def read_spec(path: str | Path) -> dict[str, Any]:
-    """Read and validate ``accelvit.json`` of a saved model directory."""
+    """Read and validate ``accelvit.json`` of a saved model directory (``accelvit.spec``: schema + cost bound)."""
+    return _read_checked(path)[0]
+
+
+def _read_checked(path: str | Path) -> tuple[dict[str, Any], spec_check.Checked]:
     spec_path = _spec_path(Path(path))
     p = spec_path.parent
-    if not spec_path.exists():
+    if not spec_path.is_file():
         raise CheckpointError(
             f"{p} is not an accelvit model: {SPEC_FILE} is missing. Expected a directory written by "
             "accelvit.save (model.safetensors + accelvit.json).")
-    try:
-        doc = json.loads(spec_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{spec_path} is not valid JSON ({exc}); the file is damaged.") from exc
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise CheckpointError(f"{spec_path} is not an accelvit model spec (format field is not {FORMAT!r}).")
-    if not isinstance(doc.get("version"), int):
-        raise CheckpointError(f"{spec_path} has no valid version number; the file is damaged.")
-    if doc["version"] > VERSION:
-        raise CheckpointError(f"{spec_path} was written by a newer accelvit (version {doc.get('version')}); "
-                              f"this one reads version {VERSION}. Upgrade accelvit.")
-    if not isinstance(doc.get("model"), dict):
-        raise CheckpointError(f"{spec_path} has no model section; the file is incomplete.")
-    if doc.get("structure") is not None and not isinstance(doc["structure"], dict):
-        raise CheckpointError(f"{spec_path}: the structure section must be a JSON object.")
-    return doc
+    doc = spec_check.read_doc(spec_path)
+    checked = spec_check.check_doc(doc, str(spec_path), architecture_args)
+    return doc, checked
 
 
 def _spec_path(p: Path) -> Path:
@@ -128,13 +117,20 @@ def _check_weights_file(weights: Path) -> None:
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild a saved model exactly. Returns ``(model in eval mode, spec document)``."""
-    doc = read_spec(path)
+    """Rebuild a saved model exactly. Returns ``(model in eval mode, spec document)``.
+
+    Nothing is allocated before the folder has passed :mod:`accelvit.spec`: the spec's schema
+    and cost bound, the sparse index against the weights' header, the spec against the
+    weights' shapes. Every failure is a :class:`CheckpointError`.
+    """
+    doc, checked = _read_checked(path)
     p = _spec_path(Path(path)).parent
     weights = p / WEIGHTS_FILE
-    if not weights.exists():
+    if not weights.is_file():
         raise CheckpointError(f"{p} has a spec but no {WEIGHTS_FILE}; the save was incomplete.")
     _check_weights_file(weights)
+    declared, _ = read_declared(weights)  # header only: shapes the file promises, index checked
+    spec_check.check_weights(checked, declared, str(p), swin_v1=is_swin_v1(checked.name))
     state, _ = load_sparse(weights)  # raises CheckpointError for damaged files
     try:
         spec = ModelSpec.from_dict(doc["model"])

@@ -44,6 +44,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .errors import CheckpointError, ConfigError
+from .spec import SAFETENSORS_DTYPES, check_sparse_index
 
 log = logging.getLogger(__name__)
 
@@ -192,11 +193,12 @@ def save_sparse(state_dict: Mapping[str, torch.Tensor], path: str | Path,
     return nbytes
 
 
-def load_sparse(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a file written by :func:`save_sparse` (or any safetensors file).
+def read_declared(path: str | Path) -> tuple[dict[str, tuple[str, tuple[int, ...]]], dict[str, str]]:
+    """What a file promises, from its header alone: ``({name: (dtype, shape)}, header metadata)``.
 
-    Returns ``(state_dict, metadata)``: the tensors, bit-identical to those saved and in
-    the original key order, and the user metadata (reserved keys removed).
+    For a sparse file the index is checked against the header's tensors
+    (:func:`accelvit.spec.check_sparse_index`) so that decoding it allocates no more than the
+    file can describe; no tensor data is read.
     """
     p = Path(path)
     if not p.is_file():
@@ -204,36 +206,50 @@ def load_sparse(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     try:
         with safe_open(str(p), framework="pt") as f:
             header = dict(f.metadata() or {})
+            tensors = {}
+            for k in f.keys():
+                sl = f.get_slice(k)
+                tensors[k] = (str(sl.get_dtype()), tuple(int(x) for x in sl.get_shape()))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{p} is not a readable safetensors file ({exc}); it is truncated or damaged.") from exc
+    if INDEX_KEY not in header:
+        return {k: (SAFETENSORS_DTYPES.get(d, d), shape) for k, (d, shape) in tensors.items()}, header
+    if header.get(FORMAT_KEY) != FORMAT:
+        raise CheckpointError(f"{p} uses sparse format {header.get(FORMAT_KEY)!r}; this accelvit reads "
+                              f"{FORMAT!r}. Upgrade accelvit.")
+    return check_sparse_index(header[INDEX_KEY], tensors, str(p)), header
+
+
+def load_sparse(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a file written by :func:`save_sparse` (or any safetensors file).
+
+    Returns ``(state_dict, metadata)``: the tensors, bit-identical to those saved and in
+    the original key order, and the user metadata (reserved keys removed). The sparse index
+    is checked (:func:`read_declared`) before anything is read or decoded.
+    """
+    p = Path(path)
+    _, header = read_declared(p)
+    try:
+        with safe_open(str(p), framework="pt") as f:
             raw = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{p} is not a readable safetensors file ({exc}); it is truncated or damaged.") from exc
     meta = {k: v for k, v in header.items() if not k.startswith(RESERVED_PREFIX)}
     if INDEX_KEY not in header:
         return raw, meta
-    if header.get(FORMAT_KEY) != FORMAT:
-        raise CheckpointError(f"{p} uses sparse format {header.get(FORMAT_KEY)!r}; this accelvit reads "
-                              f"{FORMAT!r}. Upgrade accelvit.")
-    try:
-        doc = json.loads(header[INDEX_KEY])
-        order: list[str] = list(doc["order"])
-        index: dict[str, dict] = dict(doc["sparse"])
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"The sparse index of {p} is damaged ({exc}).") from exc
+    doc = json.loads(header[INDEX_KEY])  # checked by read_declared
+    order: list[str] = doc["order"]
+    index: dict[str, dict] = doc["sparse"]
     out: dict[str, torch.Tensor] = {}
     for name in order:
         entry = index.get(name)
         if entry is None:
-            if name not in raw:
-                raise CheckpointError(f"{p} lists tensor {name!r} but does not contain it; the file is damaged.")
             out[name] = raw[name]
             continue
-        try:
-            shape = tuple(int(s) for s in entry["shape"])
-            dtype = _dtype_from_name(str(entry["dtype"]))
-            packed, values = raw[entry["mask"]], raw[entry["values"]]
-            negzero = raw[entry["negzero"]] if entry.get("negzero") else None
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"The sparse entry of {name!r} in {p} is damaged ({exc}).") from exc
+        shape = tuple(entry["shape"])
+        dtype = _dtype_from_name(entry["dtype"])
+        packed, values = raw[entry["mask"]], raw[entry["values"]]
+        negzero = raw[entry["negzero"]] if entry.get("negzero") else None
         out[name] = _decode(name, p, packed, values, negzero, shape, dtype)
     return out, meta
 
