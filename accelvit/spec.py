@@ -388,7 +388,8 @@ def _check_extras(doc: dict[str, Any], where: str, num_classes: int, img_size: i
         if not isinstance(names, list):
             raise _fail(where, "class_names", names, f"a list of {num_classes} names (one per class) or null")
         if len(names) != num_classes:
-            raise _fail(where, "class_names", f"{len(names)} names", f"{num_classes} (one per class)")
+            raise CheckpointError(f"{where}: class_names has {len(names)} names; expected {num_classes} (one per "
+                                  "class of model.num_classes), or null.")
         for i, n in enumerate(names):
             _name(where, f"class_names[{i}]", n)
     size = doc.get("input_size")
