@@ -135,8 +135,8 @@ def test_huge_spec_file_is_refused_unread(copy, monkeypatch) -> None:
 
 @pytest.mark.parametrize("names, words", [
     (5, ("class_names", "a list of 4 names")),
-    (["a", "b"], ("class_names", "2 names", "4 (one per class)")),
-    (["a", "b", "c", "d", "e"], ("class_names", "5 names")),
+    (["a", "b"], ("class_names has 2 names", "expected 4")),
+    (["a", "b", "c", "d", "e"], ("class_names has 5 names",)),
     (["a", "b", 3, "d"], ("class_names[2]", "a text")),
     ("abcd", ("class_names",)),
 ])
