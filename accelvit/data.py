@@ -18,18 +18,18 @@ was used is returned so a run can record it.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-from .errors import ConfigError, DataError, reject_unknown
+from .errors import ConfigError, DataError, InputError, reject_unknown
+from .images import FOLDER_IMAGE_FORMATS, SquareResize, check_image_file, find_bad_images, load_image, to_rgb8
 from .utils import seed_everything
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CIFAR10_FOLDER = "cifar-10-batches-py"  # torchvision's CIFAR10.base_folder
 CALTECH101_FOLDERS = ("caltech101", "101_ObjectCategories")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+ON_BAD_IMAGE = ("error", "skip")
+#: How many damaged files a message or a run's split record names (the count is always complete).
+BAD_IMAGES_NAMED = 10
 
 
 @dataclass
@@ -63,6 +66,11 @@ class DataConfig:
         download: let torchvision download cifar10 / caltech101 into ``root`` (needs network).
         seed: seed of splits, subsets and shuffling.
         mean, std: normalisation; None uses the model's (see ``accelvit.models``) or ImageNet's.
+        on_bad_image: what a ``folder`` data set does with an image that cannot be used (not an
+            image, damaged, cut short, too large): ``error`` stops before training and names the
+            files; ``skip`` leaves them out, counted and named in the run's split record. Every
+            image the run uses is checked before training (header, ``verify()``, JPEGs decoded
+            at 1/8 scale).
     """
 
     dataset: str = "digits"
@@ -79,6 +87,7 @@ class DataConfig:
     seed: int = 0
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
+    on_bad_image: str = "error"
 
     def validate(self) -> "DataConfig":
         if self.dataset not in DATASETS:
@@ -107,6 +116,9 @@ class DataConfig:
                 raise ConfigError(name, f"needs three values (R, G, B), got {v!r}.")
         if self.std is not None and min(self.std) <= 0:
             raise ConfigError("std", "values must be positive.")
+        if self.on_bad_image not in ON_BAD_IMAGE:
+            raise ConfigError("on_bad_image", f"must be one of {', '.join(ON_BAD_IMAGE)} (stop and name the damaged "
+                                              f"images, or leave them out and count them), got {self.on_bad_image!r}.")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,6 +126,8 @@ class DataConfig:
         for k in ("mean", "std"):
             if d[k] is not None:
                 d[k] = list(d[k])
+        if d["on_bad_image"] == "error":  # the default leaves older configs (and baseline cache keys) as they were
+            del d["on_bad_image"]
         return d
 
     @classmethod
@@ -146,8 +160,12 @@ class DataBundle:
 
 def make_transforms(img_size: int, mean: Sequence[float], std: Sequence[float], train: bool,
                     flip: bool = True) -> T.Compose:
-    """PIL image -> normalised float tensor. Eval is deterministic; train adds crop/flip."""
-    ops: list[Any] = [T.Lambda(_to_rgb), T.Resize(img_size), T.CenterCrop(img_size)]
+    """PIL image -> normalised float tensor. Eval is deterministic; train adds crop/flip.
+
+    The geometry is ``Resize(img_size)`` + ``CenterCrop(img_size)`` (short side scaled, middle kept),
+    done in one bounded step by :class:`accelvit.images.SquareResize`.
+    """
+    ops: list[Any] = [T.Lambda(_to_rgb), SquareResize(img_size)]
     if train:
         ops.append(T.RandomCrop(img_size, padding=max(1, img_size // 8), padding_mode="reflect"))
         if flip:
@@ -157,7 +175,7 @@ def make_transforms(img_size: int, mean: Sequence[float], std: Sequence[float], 
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
-    return img if img.mode == "RGB" else img.convert("RGB")
+    return to_rgb8(img)
 
 
 class _Transformed(Dataset):
@@ -360,14 +378,89 @@ def _caltech101(cfg: DataConfig):
     return ds, list(ds.y), list(ds.categories)
 
 
+def _folder_image(path: str) -> Image.Image:
+    """ImageFolder's loader: :func:`accelvit.images.load_image` (allowed formats, bounds, EXIF, 8-bit RGB);
+    a file that fails is a DataError naming it (the scan before training finds such files; this one
+    changed since, or was not scanned)."""
+    try:
+        return load_image(path, formats=FOLDER_IMAGE_FORMATS)
+    except InputError as exc:
+        why = check_image_file(path) or f"cannot be used ({exc})"
+        raise DataError(f"{path} {why}. Remove or replace it, or set on_bad_image to skip (--on-bad-image skip) to "
+                        "leave such images out.") from None
+
+
 def _image_folder(path: Path):
     from torchvision.datasets import ImageFolder
 
     try:
-        return ImageFolder(str(path))
+        return ImageFolder(str(path), loader=_folder_image)
     except (FileNotFoundError, RuntimeError) as exc:
         raise DataError(f"{path} is not an image folder tree ({exc}). Expected {path}/<class>/<image>.jpg "
                         f"with one sub-folder per class and images ending in {', '.join(IMAGE_EXTENSIONS)}.") from exc
+
+
+# ----------------------------------------------------------------------------- checks before training
+def _where(cfg: DataConfig) -> str:
+    return f" in {Path(cfg.root).expanduser()}" if cfg.root and cfg.dataset != "digits" else ""
+
+
+def _check_splits(cfg: DataConfig, classes: Sequence[str], train_t: Sequence[int],
+                  parts: dict[str, np.ndarray]) -> None:
+    """DataError unless train, val and test each hold an image (an empty one gives NaN metrics)."""
+    sizes = {k: len(v) for k, v in parts.items()}
+    empty = [k for k, n in sizes.items() if n == 0]
+    if empty:
+        have = ", ".join(f"{n} {k}" for k, n in sizes.items())
+        raise DataError(f"The {cfg.dataset} data set{_where(cfg)} is too small to split: the {' and '.join(empty)} "
+                        f"split{'s are' if len(empty) > 1 else ' is'} empty ({have} images). Training, validation and "
+                        "test each need at least one image, or the metrics are not numbers. Add images (about "
+                        f"{int(np.ceil(1 / min(cfg.val_fraction, cfg.test_fraction)))} per class or more), or give "
+                        "the folder train/ and test/ sub-folders.")
+    seen = {int(t) for t in np.asarray(train_t)[parts["train"]]}
+    if len(seen) < len(classes):
+        missing = [str(classes[i]) for i in range(len(classes)) if i not in seen]
+        log.warning("%d of %d classes have no training image (%s): the model cannot learn them",
+                    len(missing), len(classes), ", ".join(missing[:BAD_IMAGES_NAMED]))
+
+
+def _drop_bad_images(cfg: DataConfig, train_base: Any, test_base: Any, parts: tuple[np.ndarray, ...],
+                     split: dict[str, Any], tell: Callable[[float, str], None]) -> tuple[np.ndarray, ...]:
+    """Check every image of the three splits before training (:func:`accelvit.images.check_image_file`).
+
+    ``on_bad_image="error"``: DataError naming the files; ``"skip"``: the parts without them, and
+    ``split["bad_images"]`` records how many were left out and names the first few.
+    """
+    bases = (train_base, train_base, test_base)
+    paths = sorted({b.samples[i][0] for b, idx in zip(bases, parts) for i in idx})
+    total = len(paths)
+    tell(0.75, f"checking {total} images")
+
+    def step(done: int, _total: int) -> None:
+        tell(0.75 + 0.15 * done / max(total, 1), f"checking images: {done} of {total}")
+
+    bad = find_bad_images(paths, progress=step, total=total)
+    if not bad:
+        return parts
+    root = Path(cfg.root).expanduser()
+
+    def rel(p: str) -> str:
+        try:
+            return str(Path(p).relative_to(root))
+        except ValueError:
+            return p
+
+    named = [f"{rel(p)} {why}" for p, why in list(bad.items())[:BAD_IMAGES_NAMED]]
+    more = f"; and {len(bad) - len(named)} more" if len(bad) > len(named) else ""
+    if cfg.on_bad_image == "error":
+        raise DataError(f"{len(bad)} of the {total} images in {root} cannot be used: " + "; ".join(named) + more
+                        + ". Remove or replace them, or set on_bad_image to skip (--on-bad-image skip) to leave them "
+                          "out and count them.")
+    log.warning("leaving out %d of %d images in %s that cannot be used: %s%s", len(bad), total, root,
+                "; ".join(named), more)
+    split["bad_images"] = {"skipped": len(bad), "checked": total, "files": named}
+    return tuple(np.array([i for i in idx if b.samples[i][0] not in bad], dtype=np.int64)
+                 for b, idx in zip(bases, parts))
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -417,6 +510,11 @@ def load_data(cfg: DataConfig, progress: Callable[[float, str], None] | None = N
         else:
             train_base = _image_folder(root / "train" if (root / "train").is_dir() else root)
         train_t, classes = list(train_base.targets), list(train_base.classes)
+    if len(classes) < 2:
+        raise DataError(f"The {cfg.dataset} data set{_where(cfg)} has {len(classes)} class"
+                        f"{'' if len(classes) == 1 else 'es'} ({', '.join(map(str, classes)) or 'none'}); a classifier "
+                        "needs at least 2 (one sub-folder per class, each holding its images). Every prediction of a "
+                        "one-class model is right, so its accuracy would mean nothing.")
 
     tell(0.7, f"splitting {len(train_t)} images into train / val / test")
     if test_t is None:
@@ -430,6 +528,9 @@ def load_data(cfg: DataConfig, progress: Callable[[float, str], None] | None = N
     train_i = _cap(train_i, train_t, cfg.subset, cfg.seed)
     val_i = _cap(val_i, train_t, cfg.eval_subset, cfg.seed + 1)
     test_i = _cap(test_i, test_t, cfg.eval_subset, cfg.seed + 2)
+    if cfg.dataset == "folder":  # every image the run will use, checked before any training
+        train_i, val_i, test_i = _drop_bad_images(cfg, train_base, test_base, (train_i, val_i, test_i), split, tell)
+    _check_splits(cfg, classes, train_t, {"train": train_i, "val": val_i, "test": test_i})
 
     def make(base: Any, idx: np.ndarray, targets: Sequence[int], train: bool) -> Dataset:
         train = train and cfg.augment
@@ -441,8 +542,6 @@ def load_data(cfg: DataConfig, progress: Callable[[float, str], None] | None = N
     val_ds = make(train_base, val_i, train_t, False)
     test_ds = make(test_base, test_i, test_t, False)
 
-    if len(train_ds) == 0:
-        raise DataError(f"The {cfg.dataset} training split is empty; the data set has too few images.")
     split.update(train=len(train_ds), val=len(val_ds), test=len(test_ds))
     tell(0.9, "building the data loaders")
     gen = seed_everything(cfg.seed)
@@ -454,56 +553,3 @@ def load_data(cfg: DataConfig, progress: Callable[[float, str], None] | None = N
     tell(1.0, f"{len(train_ds)} training, {len(val_ds)} validation, {len(test_ds)} test images")
     return DataBundle(train=train_loader, val=val_loader, test=test_loader, class_names=list(classes),
                       input_size=(3, cfg.img_size, cfg.img_size), mean=mean, std=std, split=split)
-
-
-#: The formats an image upload may have, as messages name them.
-IMAGE_FORMATS_TEXT = "PNG, JPEG, BMP, GIF, WebP or TIFF"
-_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
-
-
-def _reason(exc: BaseException) -> str:
-    """Pillow's own words for a damaged file, without the ``<_io.BytesIO object at 0x...>`` it may name."""
-    return _OBJECT_REPR.sub("", str(exc)).strip(" :") or type(exc).__name__
-
-
-def load_image(data: bytes | str | Path, max_pixels: int = 40_000_000, name: str | None = None) -> Image.Image:
-    """Open an image from bytes or a path, verified, as RGB.
-
-    Raises InputError naming the file (``name``, e.g. an upload's name; else the path, or "The
-    file" for bytes) and what is wrong: not an image, too many pixels, or damaged. Pillow names an
-    in-memory file by its repr (``<_io.BytesIO object at 0x...>``); that never reaches a message.
-    """
-    import io
-
-    from .errors import InputError
-
-    in_memory = isinstance(data, (bytes, bytearray))
-    name = name or ("The file" if in_memory else str(data))
-
-    def source():
-        return io.BytesIO(data) if in_memory else str(data)
-
-    too_big = (f"{name} has more than {max_pixels:,} pixels, the most accepted here; resize it and upload it "
-               "again.")
-    fmt = None
-    try:
-        with Image.open(source()) as probe:  # reads the header only
-            fmt = probe.format
-            probe.verify()
-        img = Image.open(source())
-        if img.width * img.height > max_pixels:
-            raise InputError(f"{name} is {img.width}x{img.height} pixels ({img.width * img.height:,}); at most "
-                             f"{max_pixels:,} pixels are accepted. Resize it and upload it again.")
-        img.load()
-    except InputError:
-        raise
-    except Image.DecompressionBombError:
-        raise InputError(too_big) from None
-    except UnidentifiedImageError:
-        raise InputError(f"{name} is not an image Pillow can read ({IMAGE_FORMATS_TEXT}); upload one of those "
-                         "instead.") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        what = f"{name} looks like a {fmt} image but cannot be decoded" if fmt else f"{name} cannot be decoded"
-        raise InputError(f"{what} ({_reason(exc)}); it may be damaged or cut short. Export it again and "
-                         "upload the new file.") from None
-    return _to_rgb(img)
