@@ -3,10 +3,11 @@
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from accelvit.errors import AccelvitError, InputError
+from accelvit.errors import AccelvitError, ConfigError
 from accelvit.runs import FINISHED
 from accelvit.ui import inference
 from accelvit.ui.state import PAGE_ICON, manager
+from accelvit.uploads import UploadQuota
 
 st.set_page_config(page_title="accelvit · Inference", page_icon=PAGE_ICON, layout="wide")
 store = manager().store
@@ -73,17 +74,19 @@ if source == "upload":
         # The browser offers only these files. MIME types next to the endings leave the content check to
         # read_upload (Pillow), whose message names the file; Streamlit's own ending check would refuse the
         # whole upload with an error that does not.
-        files = st.file_uploader("Images (PNG, JPEG, BMP, GIF, WebP, TIFF; up to 20 MB each)",
+        quota = UploadQuota.from_env()
+        files = st.file_uploader(f"Images (PNG, JPEG, BMP, GIF, WebP, TIFF; up to {quota.max_images} at a time, "
+                                 f"{quota.max_image_bytes // 2**20} MB each)",
                                  type=[*inference.IMAGE_TYPES, *inference.IMAGE_MIME_TYPES],
                                  accept_multiple_files=True, key="inf_files")
-    except StreamlitAPIException as exc:
+    except (StreamlitAPIException, ConfigError) as exc:
         st.error(f"That upload was refused: {exc}")
-        files = []
-    for f in files or []:
-        try:
-            images.append((f.name, inference.read_upload(f.name, f.getvalue()), None))
-        except InputError as exc:
-            st.error(str(exc))
+        files, quota = [], UploadQuota()
+    # Each file is checked alone (format, pixels, aspect ratio, damage): a bad one is named, the rest predicted.
+    read, refused = inference.read_uploads(files or [], quota)
+    for msg in refused:
+        st.error(msg)
+    images += [(name, img, None) for name, img in read]
 else:
     n = st.slider("How many", 1, 16, 4, key="inf_n")
     seed = st.number_input("Pick (seed)", min_value=0, value=0, step=1, key="inf_seed")
@@ -118,7 +121,9 @@ if any(judged for _, judged in score.values()):
 for name, img, true, tops, verdicts in results:
     with st.container(border=True):
         c = st.columns([1, 2, 2])
-        c[0].image(img, caption=name + (f" · true class: {true}" if true is not None else ""), width=160)
+        note = inference.view_note(img)
+        c[0].image(inference.thumbnail(img), width=160,  # a thumbnail: safe at any aspect ratio, small to send
+                   caption=name + (f" · true class: {true}" if true is not None else "") + (f" · {note}" if note else ""))
         for col, label in zip(c[1:], models):
             top = tops[label]
             if isinstance(top, Exception):

@@ -178,3 +178,42 @@ def test_upload_errors_name_the_file_and_the_uploader_offers_image_types(home, t
     assert [i.captions for i in at.image] == [["ok.png"]] and len(at.dataframe) == 2  # the good one still predicts
     assert not card_lines(at, "baseline")[0].count(":material/")  # an upload has no true class: no mark
     assert "Top-1 on these test images" not in texts(at.markdown)
+
+
+def _strip_png(width: int, height: int) -> bytes:
+    from test_images_hardening import strip_png
+
+    return strip_png(width, height)
+
+
+def test_one_bad_and_one_good_upload_show_one_error_and_one_prediction(home, tmp_path, test_images, monkeypatch):
+    """Issue 13: a 25,000,000 x 1 PNG is refused by name; a 1000x5 strip beside it still predicts, and its
+    thumbnail renders (st.image used to fail on anything wider than 160:1 with "broken data stream")."""
+    _, names = test_images
+    torch.manual_seed(0)
+    base = build_model("swin_pico", len(names), img_size=16)
+    save_run(RunStore(home), tmp_path, base, base, names)
+    at = page("inference")
+    buf = io.BytesIO()
+    Image.new("RGB", (1000, 5), (255, 0, 0)).save(buf, format="PNG")
+    at.file_uploader(key="inf_files").set_value([("strip.png", _strip_png(25_000_000, 1), "image/png"),
+                                                 ("wide.png", buf.getvalue(), "image/png")]).run()
+    no_exception(at)
+    assert len(at.error) == 1
+    assert texts(at.error).startswith("strip.png is 25000000x1 pixels: its long side is 25,000,000 times")
+    assert [i.captions for i in at.image] == [["wide.png · 1000x5 px: the models see its centre 5x5 square, as they "
+                                               "saw their test images"]]
+    assert len(card_lines(at, "baseline")) == 1 and len(at.dataframe) == 2  # one image, both models predicted
+
+
+def test_the_upload_count_quota_names_what_was_left_out(home, tmp_path, test_images, monkeypatch):
+    _, names = test_images
+    monkeypatch.setenv("ACCELVIT_UPLOAD_MAX_IMAGES", "1")
+    torch.manual_seed(0)
+    base = build_model("swin_pico", len(names), img_size=16)
+    save_run(RunStore(home), tmp_path, base, base, names)
+    at = page("inference")
+    at.file_uploader(key="inf_files").set_value([("a.png", _png(), "image/png"), ("b.png", _png(), "image/png")]).run()
+    no_exception(at)
+    assert "At most 1 images are predicted at a time; 1 more were left out: b.png." in texts(at.error)
+    assert [i.captions for i in at.image] == [["a.png"]]

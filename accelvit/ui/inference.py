@@ -12,32 +12,93 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
 import torch
 from PIL import Image
 
-from ..data import IMAGE_FORMATS_TEXT, load_image, make_transforms
+from .. import images
+from ..data import make_transforms
 from ..errors import InputError
+from ..images import IMAGE_FORMATS_TEXT, load_image
+from ..uploads import UploadQuota, image_batch
 from ..serialize import SPEC_FILE, WEIGHTS_FILE
 
-MAX_IMAGE_BYTES = 20 * 1024 * 1024   # per uploaded image
-MAX_IMAGE_PIXELS = 25_000_000
+MAX_IMAGE_BYTES = UploadQuota.max_image_bytes   # per uploaded image (ACCELVIT_UPLOAD_MAX_IMAGE_MB)
+MAX_IMAGE_PIXELS = 25_000_000                    # 75 MB decoded; a 24 KB PNG can claim 25,000,000 x 1
+MAX_ASPECT_RATIO = images.MAX_ASPECT_RATIO       # 500:1; a 1000x5 strip is still predicted
+THUMB_SIDE = 320       # a thumbnail's long side at most (the page shows it 160 px wide)
+THUMB_ASPECT = 4       # a thumbnail's long side : short side at most (padded), so the browser never gets 0 px
 MODEL_LABELS = {"baseline": "baseline", "model": "pruned"}
 # What the uploader offers (file name endings; the browser filters by them) and how messages name them.
 IMAGE_TYPES = ("png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff")
 IMAGE_MIME_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/gif", "image/webp", "image/tiff")
+
+
 def read_upload(name: str, data: bytes, max_bytes: int = MAX_IMAGE_BYTES,
-                max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """The uploaded file as an RGB image; InputError naming the file (its upload name) for anything else
-    (:func:`accelvit.data.load_image` decodes it; the byte-size and empty checks are the upload's own)."""
+                max_pixels: int = MAX_IMAGE_PIXELS, max_aspect: float = MAX_ASPECT_RATIO) -> Image.Image:
+    """The uploaded file as an upright 8-bit RGB image; InputError naming the file (its upload name) for anything
+    else (:func:`accelvit.images.load_image` decodes it: allowed formats only, pixels and aspect ratio bounded
+    from the header; the byte-size and empty checks are the upload's own)."""
     if not data:
         raise InputError(f"{name} is empty; upload a {IMAGE_FORMATS_TEXT} image.")
     if len(data) > max_bytes:
-        raise InputError(f"{name} is {len(data) / 1e6:.1f} MB; images of at most {max_bytes / 1e6:.0f} MB are "
+        raise InputError(f"{name} is {len(data) / 2**20:.1f} MB; images of at most {max_bytes / 2**20:.0f} MB are "
                          "accepted. Resize it and upload it again.")
-    return load_image(data, max_pixels=max_pixels, name=name)
+    return load_image(data, max_pixels=max_pixels, name=name, max_aspect=max_aspect)
+
+
+def read_uploads(files: Sequence[Any], quota: UploadQuota | None = None) -> tuple[list[tuple[str, Image.Image]],
+                                                                                   list[str]]:
+    """Streamlit ``UploadedFile``s (``name``, ``size``, ``getvalue()``) as ``([(name, image)], [error])``.
+
+    The quota (:func:`accelvit.uploads.image_batch`: how many, how large) is checked before any file is
+    read; each file then fails alone, with a message naming it, and the others are still read.
+    """
+    keep, errors = image_batch([(f.name, int(f.size)) for f in files], quota)
+    out = []
+    for i in keep:
+        f = files[i]
+        try:
+            out.append((f.name, read_upload(f.name, f.getvalue())))
+        except InputError as exc:
+            errors.append(str(exc))
+        except Exception as exc:  # one odd file must not cost the others their predictions
+            errors.append(f"{f.name} could not be read ({type(exc).__name__}); upload it as a {IMAGE_FORMATS_TEXT} "
+                          "image.")
+    return out, errors
+
+
+def thumbnail(img: Image.Image, max_side: int = THUMB_SIDE, max_aspect: float = THUMB_ASPECT) -> Image.Image:
+    """A small picture of ``img`` that any browser and ``st.image`` can show.
+
+    Shrunk (never enlarged) to at most ``max_side`` on its long side, every side at least 1 px; an image
+    more elongated than ``max_aspect``:1 is centred on a grey canvas of that shape (``st.image`` scales a
+    1000x5 strip to 160x0 px and fails with "broken data stream").
+    """
+    w, h = img.size
+    scale = min(1.0, max_side / max(w, h))
+    tw, th = max(1, round(w * scale)), max(1, round(h * scale))
+    small = img if (tw, th) == (w, h) else img.resize((tw, th), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    if tw > max_aspect * th:
+        cw, ch = tw, max(th, round(tw / max_aspect))
+    elif th > max_aspect * tw:
+        cw, ch = max(tw, round(th / max_aspect)), th
+    else:
+        return small
+    canvas = Image.new("RGB", (cw, ch), (200, 200, 200))
+    canvas.paste(small.convert("RGB"), ((cw - tw) // 2, (ch - th) // 2))
+    return canvas
+
+
+def view_note(img: Image.Image) -> str | None:
+    """What the model sees of an elongated picture (the centre square, as for its test images), or None."""
+    w, h = img.size
+    if max(w, h) <= 2 * min(w, h):
+        return None
+    m = min(w, h)
+    return f"{w}x{h} px: the models see its centre {m}x{m} square, as they saw their test images"
 
 
 @dataclass
@@ -300,5 +361,5 @@ def dataset_examples(data_config: dict[str, Any], n: int = 8, seed: int = 0) -> 
 
 __all__ = ["IMAGE_MIME_TYPES", "IMAGE_TYPES", "MAX_IMAGE_BYTES", "InputError", "LoadedModel", "Timing",
            "dataset_examples", "explain_speedup", "is_right", "latencies", "latency_ms", "linear_facts", "load_model",
-           "mark", "predict", "preprocess", "read_upload", "run_model_paths", "tally", "time_alone", "top1",
-           "weights_mtime"]
+           "mark", "predict", "preprocess", "read_upload", "read_uploads", "run_model_paths", "tally", "thumbnail",
+           "time_alone", "top1", "view_note", "weights_mtime"]
