@@ -56,12 +56,13 @@ def read_uploads(files: Sequence[Any], quota: UploadQuota | None = None) -> tupl
     The quota (:func:`accelvit.uploads.image_batch`: how many, how large) is checked before any file is
     read; each file then fails alone, with a message naming it, and the others are still read.
     """
+    quota = quota or UploadQuota.from_env()
     keep, errors = image_batch([(f.name, int(f.size)) for f in files], quota)
     out = []
     for i in keep:
         f = files[i]
         try:
-            out.append((f.name, read_upload(f.name, f.getvalue())))
+            out.append((f.name, read_upload(f.name, f.getvalue(), max_bytes=quota.max_image_bytes)))
         except InputError as exc:
             errors.append(str(exc))
         except Exception as exc:  # one odd file must not cost the others their predictions
