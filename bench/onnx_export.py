@@ -9,7 +9,7 @@ the same model pruned (heads 0.5 + MLP 0.5 by l1, SVD rank 0.5, 50% magnitude sp
 latency and export do not depend on accuracy), and timm's ``swin_tiny_patch4_window7_224`` with random
 weights (no network here), pruned by heads 0.25 + SVD 0.5. Each is saved by accelvit, exported with
 ``accelvit.export.export_folder`` (dynamo exporter, opset 18, dynamic batch; verified in onnxruntime on
-real CIFAR-10 test images where the data set is found, else random inputs) and timed by
+real CIFAR-10 images (8 per class from the shared tgz) where it is found, else random inputs) and timed by
 ``accelvit.export.onnx_latency``: PyTorch and onnxruntime interleaved in one process, same threads.
 
 The section ``## ONNX export (issue 14)`` of ``bench/RESULTS.md`` is rewritten; raw numbers go to
@@ -42,7 +42,7 @@ RESULTS = ROOT / "RESULTS.md"
 WORK = ROOT / "_work"
 SECTION = "## ONNX export (issue 14)"
 SHARED = ROOT.parent.parent / "shared" / "data" / "cifar10-swin_micro-10ep"
-CIFAR_ROOT = ROOT.parent.parent / "shared" / "data"
+CIFAR_ROOT = ROOT.parent.parent / "shared" / "data"  # holds cifar10-train-jpg.tgz
 
 
 def _pruned(model: torch.nn.Module, cfg: PruneConfig) -> torch.nn.Module:
@@ -53,15 +53,39 @@ def _pruned(model: torch.nn.Module, cfg: PruneConfig) -> torch.nn.Module:
     return model.eval()
 
 
+def _cifar_folder(work: Path, per_class: int = 8) -> Path | None:
+    """A few real CIFAR-10 images (``per_class`` per class) from the shared tgz as an image folder, or None."""
+    import tarfile
+
+    tgz = CIFAR_ROOT / "cifar10-train-jpg.tgz"
+    if not tgz.exists():
+        return None
+    out = work / "cifar10-sample"
+    taken: dict[str, int] = {}
+    with tarfile.open(tgz) as tf:
+        for member in tf:
+            parts = Path(member.name).parts
+            if not member.isfile() or len(parts) != 3 or taken.get(parts[1], 0) >= per_class:
+                continue
+            taken[parts[1]] = taken.get(parts[1], 0) + 1
+            dest = out / parts[1] / parts[2]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(tf.extractfile(member).read())
+            if len(taken) == 10 and all(v >= per_class for v in taken.values()):
+                break
+    return out
+
+
 def _cases(work: Path, swin_t: bool) -> list[tuple[str, Path]]:
     cases = []
     if (SHARED / serialize.SPEC_FILE).exists():
         model, doc = serialize.load(SHARED)
         meta = dict(doc.get("meta") or {})
-        cifar = CIFAR_ROOT / "cifar-10-batches-py"
-        if cifar.exists():  # verify on real CIFAR-10 test images (the baseline was trained from an image folder)
-            meta["data"] = {"dataset": "cifar10", "root": str(CIFAR_ROOT), "img_size": 32,
-                            "mean": (meta.get("data") or {}).get("mean"), "std": (meta.get("data") or {}).get("std")}
+        mean, std = serialize.normalisation(doc)
+        sample = _cifar_folder(work)
+        if sample is not None:  # verify on real CIFAR-10 images, normalised as the baseline was trained
+            meta["data"] = {"dataset": "folder", "root": str(sample), "img_size": 32,
+                            "mean": list(mean) if mean else None, "std": list(std) if std else None}
         serialize.save(model, work / "micro_base", class_names=doc.get("class_names"), meta=meta)
         cases.append(("swin_micro CIFAR-10 baseline", work / "micro_base"))
         cfg = PruneConfig(head_ratio=0.5, head_criterion="l1", mlp_ratio=0.5, mlp_criterion="l1", rank_ratio=0.5,
