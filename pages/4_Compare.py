@@ -9,6 +9,7 @@ import streamlit as st
 
 from accelvit.ui import compare, tables
 from accelvit.ui.state import PAGE_ICON, manager
+from accelvit.text import md_escape
 
 st.set_page_config(page_title="accelvit · Compare", page_icon=PAGE_ICON, layout="wide")
 store = manager().store
@@ -48,7 +49,7 @@ st.caption(f"Link to this comparison: this page's address, ending in `?{compare.
 
 labels = compare.run_labels(runs, selected)
 chosen = runs.set_index("id").loc[selected].reset_index()
-unfinished = [labels[r.id] + f" ({r.status})" for r in chosen.itertuples() if r.status != "finished"]
+unfinished = [md_escape(labels[r.id]) + f" ({r.status})" for r in chosen.itertuples() if r.status != "finished"]
 if unfinished:
     st.warning("Not finished, so some numbers are missing (–): " + ", ".join(unfinished) + ".")
 
@@ -59,7 +60,7 @@ values = compare.final_metrics(metrics, selected)
 view = compare.metrics_view(values, labels, chosen, compare.speedup_methods(metrics))
 st.dataframe(view, hide_index=True, width="stretch", height=35 * (len(view) + 1) + 3, placeholder=tables.MISSING)
 st.caption(f"Each run's pruned, finetuned model. In brackets: the difference to the reference "
-           f"({labels[selected[0]]}): accuracies in percentage points, everything else relative. Latencies of "
+           f"({md_escape(labels[selected[0]])}): accuracies in percentage points, everything else relative. Latencies of "
            "different runs were timed at different times (machine load differs); each speedup compares a run "
            "with its own baseline, timed interleaved, and compares better across runs. –: not measured.")
 
@@ -68,7 +69,7 @@ st.subheader("Training curves")
 progress = {rid: store.progress_df(rid) for rid in selected}
 curves = compare.curves_figure(progress, labels)
 st.plotly_chart(curves, key="cmp_curves")
-gaps = [f"{stage}: {', '.join(labels[r] for r in rids)}" for stage, rids in curves.layout.meta["missing"].items()
+gaps = [f"{stage}: {', '.join(md_escape(labels[r]) for r in rids)}" for stage, rids in curves.layout.meta["missing"].items()
         if rids]
 st.caption("Loss and accuracy on the training batches, one colour per run."
            + (" No curve recorded (a run that reused a cached baseline trains none) for " + "; ".join(gaps) + "."
@@ -99,7 +100,7 @@ for rid in selected:
     arts = store.artifacts_df(rid)
     path = dict(zip(arts["name"], arts["path"])).get("layers_after")
     layer_tables[rid] = _layers(path, Path(path).stat().st_mtime) if path and Path(path).is_file() else None
-without = [labels[r] for r, t in layer_tables.items() if t is None or t.empty]
+without = [md_escape(labels[r]) for r, t in layer_tables.items() if t is None or t.empty]
 long = compare.layers_long(layer_tables)
 if long.empty:
     st.info("None of these runs has a per-layer table of its final model (not finished, or older than per-layer "

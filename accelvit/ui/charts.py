@@ -23,6 +23,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..runs.queries import AFTER, BEFORE, INTERLEAVED, add_speedups, stage_ratios
+from ..text import plotly_escape
 
 #: x-axis choices of the accuracy trade-off chart: column -> (axis title, how it was measured).
 TRADEOFF_METRICS: dict[str, tuple[str, str]] = {
@@ -110,6 +111,7 @@ def tradeoff_figure(metrics: pd.DataFrame, x: str = "effective_flops", title: st
     """
     label, how = TRADEOFF_METRICS[x]
     pts = tradeoff_points(metrics, x)
+    pts["name"] = [plotly_escape(n) for n in pts["name"]]  # run names in the hover: text, never markup
     fig = go.Figure()
     hover = "%{customdata[0]}<br>%{customdata[1]}<br>" + label + ": %{x:.4s}<br>top-1: %{y:.2f}%<extra></extra>"
     for stage, trace_name, symbol, size in ((BEFORE, "baseline (before)", "star", 15),

@@ -31,6 +31,7 @@ from plotly.subplots import make_subplots
 
 from ..runs import FINISHED
 from ..runs.queries import AFTER
+from ..text import plotly_escape
 from . import charts, tables
 
 #: Fewest and most runs one comparison shows.
@@ -334,7 +335,7 @@ def curves_figure(progress: Mapping[str, pd.DataFrame | None], labels: Mapping[s
                 missing[stage].append(rid)
                 continue
             color = RUN_COLORS[j % len(RUN_COLORS)]
-            name = labels.get(rid, rid)
+            name = plotly_escape(labels.get(rid, rid))
             for col, y in ((1, pd.to_numeric(s["loss"], errors="coerce")),
                            (2, pd.to_numeric(s["accuracy"], errors="coerce") * 100)):
                 fig.add_trace(go.Scatter(
@@ -408,7 +409,7 @@ def layers_figure(long: pd.DataFrame, labels: Mapping[str, str], ids: Iterable[s
             s = sub[sub["run_id"] == rid].set_index("layer").reindex(order)
             if s["value"].isna().all():
                 continue
-            name = labels.get(rid, rid)
+            name = plotly_escape(labels.get(rid, rid))
             fig.add_trace(go.Bar(x=order, y=s["value"].tolist(), name=name, legendgroup=rid, showlegend=i == 1,
                                  marker_color=RUN_COLORS[j % len(RUN_COLORS)], customdata=s["text"].fillna("").tolist(),
                                  hovertemplate=f"{name}<br>%{{x}}: %{{customdata}}<extra></extra>"), row=i, col=1)

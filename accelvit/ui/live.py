@@ -23,6 +23,7 @@ import streamlit as st
 
 from ..runs import (ACTIVE, CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, TERMINAL, run_metrics,
                     stage_ratios)
+from ..text import md_escape
 from . import charts, tables
 from .state import manager, store
 
@@ -193,7 +194,8 @@ def live_card(run: dict[str, Any], key: str, show_curves: bool = True, show_log:
     run_id = run["id"]
     status = run["status"]
     live = run.get("live") or {}
-    st.markdown(f"**{STATUS_ICONS.get(status, '')} {run['name'] or run_id}** · `{run_id}` · {status_text(run)}")
+    st.markdown(f"**{STATUS_ICONS.get(status, '')} {md_escape(run['name'] or run_id)}** · `{run_id}` · "
+                f"{status_text(run)}")
     progress = float(run.get("progress") or 0.0)
     stage = run.get("stage") or live.get("stage") or "–"
     started = run.get("started_at")
@@ -227,7 +229,7 @@ def live_card(run: dict[str, Any], key: str, show_curves: bool = True, show_log:
     elif status == FINISHED:
         st.success(f"Finished in {tables.fmt_seconds(elapsed)}: {_summary_line(run) or 'no metrics'}.")
     elif status == FAILED:
-        st.error(run.get("error") or "The run failed.")
+        st.error(md_escape(run.get("error") or "The run failed."))
         if run.get("traceback"):
             with st.expander("Traceback"):
                 st.code(run["traceback"], language="text")
