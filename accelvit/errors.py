@@ -55,3 +55,8 @@ class Cancelled(AccelvitError):
 
     def __init__(self, message: str = "The job was cancelled."):
         super().__init__(message)
+
+
+class TrainingError(AccelvitError):
+    """Training went where more steps cannot bring it back (the loss or the weights are no longer finite
+    numbers); the model it leaves must not be used."""

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .errors import ConfigError
+from .errors import ConfigError, TrainingError
 from .utils import CancelToken, check_cancel, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -61,9 +61,23 @@ class TrainConfig:
     max_steps: int | None = None
 
     def validate(self) -> "TrainConfig":
-        if not isinstance(self.epochs, int) or self.epochs < 0:
+        for name in ("lr", "weight_decay", "warmup_frac", "min_lr_ratio", "label_smoothing"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
+                raise ConfigError(name, f"must be a finite number, got {v!r}.")
+        if self.grad_clip is not None and not (isinstance(self.grad_clip, (int, float))
+                                               and not isinstance(self.grad_clip, bool)
+                                               and math.isfinite(self.grad_clip)):
+            raise ConfigError("grad_clip", f"must be a finite number >= 0 or None, got {self.grad_clip!r}.")
+        for name in ("epochs", "max_steps"):
+            v = getattr(self, name)
+            if (v is not None or name != "max_steps") and (not isinstance(v, int) or isinstance(v, bool)):
+                raise ConfigError(name, f"must be a whole number, got {v!r}.")
+        if not isinstance(self.amp, bool):
+            raise ConfigError("amp", f"must be true or false, got {self.amp!r}.")
+        if self.epochs < 0:
             raise ConfigError("epochs", f"must be a whole number >= 0, got {self.epochs!r}.")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
+        if not self.lr > 0:
             raise ConfigError("lr", f"must be a positive number, got {self.lr!r}.")
         if self.weight_decay < 0:
             raise ConfigError("weight_decay", f"must be >= 0, got {self.weight_decay!r}.")
@@ -176,6 +190,36 @@ def lr_factor(step: int, total_steps: int, warmup_frac: float, schedule: str, mi
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def nonfinite_tensors(model: torch.nn.Module) -> list[str]:
+    """Names of the parameters and buffers of ``model`` holding a NaN or an infinity (empty: all finite)."""
+    named = list(model.named_parameters()) + list(model.named_buffers())
+    return [n for n, t in named if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def check_finite(model: torch.nn.Module, what: str = "The model",
+                 advice: str = "it was not saved. Train it again with a lower learning rate.") -> None:
+    """TrainingError when a weight of ``model`` is NaN or infinite: such a model must not be saved or reused."""
+    bad = nonfinite_tensors(model)
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise TrainingError(f"{what} has weights that are not finite numbers (NaN or infinity) in "
+                            f"{', '.join(bad[:3])}{more}; {advice}")
+
+
+def _diverged(value: float, global_step: int, steps_per_epoch: int, total_steps: int, config: TrainConfig
+              ) -> TrainingError:
+    """The error of a non-finite loss at 1-based ``global_step``, naming where and at which learning rate."""
+    epoch, step = (global_step - 1) // steps_per_epoch + 1, (global_step - 1) % steps_per_epoch + 1
+    lr = config.lr * lr_factor(global_step - 1, total_steps, config.warmup_frac, config.schedule,
+                               config.min_lr_ratio)
+    return TrainingError(
+        f"Training diverged: the loss became {value} at epoch {epoch}, step {step} of {steps_per_epoch} "
+        f"(step {global_step} of {total_steps} in all), with the learning rate at {lr:.3g} (peak lr "
+        f"{config.lr:.3g}). The weights are no longer usable, so the run stops here and nothing is saved; "
+        f"try a lower learning rate (e.g. {config.lr / 10:.3g})"
+        + ("." if config.grad_clip else " and gradient clipping (grad_clip 1.0)."))
+
+
 def _autocast(device: torch.device, amp: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
 
@@ -185,6 +229,12 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, config: TrainConfig, *
         progress: Callable[[TrainProgress], None] | None = None, cancel: CancelToken | None = None,
         progress_every: int = 10, loss_fn: LossFn | None = None) -> FitResult:
     """Train ``model`` in place. Raises :class:`~accelvit.errors.Cancelled` within one step of a cancel.
+
+    A loss that is not a finite number (NaN, infinity: the training diverged) raises
+    :class:`~accelvit.errors.TrainingError` naming the epoch, the step and the learning rate, and so do
+    weights that end up non-finite: a diverged model never leaves ``fit`` as if it were trained. On the CPU
+    the loss is checked before each backward pass; on an accelerator it is checked without stalling the
+    queue, when progress is reported (every ``progress_every`` steps) and at the end, naming the first bad step.
 
     The model is left on the configured device. Reproducible on the CPU for a given seed when
     the loader is seeded (``accelvit.data`` loaders are): the loader's own shuffling generator is
@@ -213,6 +263,15 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, config: TrainConfig, *
     start = time.perf_counter()
     images = 0
     global_step = 0
+    sync_check = device.type == "cpu"  # a CPU loss is already there; elsewhere .item() would stall the queue
+    first_bad = torch.zeros((), device=device, dtype=torch.long)  # 1-based step of the first non-finite loss
+    bad_loss = torch.zeros((), device=device)
+
+    def raise_if_diverged() -> None:
+        g = int(first_bad)
+        if g:
+            raise _diverged(float(bad_loss), g, steps_per_epoch, total_steps, config)
+
     try:
         for epoch in range(1, config.epochs + 1):
             model.train()
@@ -229,6 +288,14 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, config: TrainConfig, *
                         loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
                     else:
                         loss = loss_fn(logits.float(), y, x)
+                lv = loss.detach()
+                if sync_check:
+                    if not math.isfinite(float(lv)):
+                        raise _diverged(float(lv), global_step + 1, steps_per_epoch, total_steps, config)
+                else:
+                    fresh = (first_bad == 0) & ~torch.isfinite(lv)
+                    first_bad = torch.where(fresh, global_step + 1, first_bad)
+                    bad_loss = torch.where(fresh, lv.float(), bad_loss)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 for h in hooks:
@@ -246,6 +313,8 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, config: TrainConfig, *
                 seen += bs
                 images += bs
                 last = step == steps_per_epoch or global_step == total_steps
+                if not sync_check and (step % progress_every == 0 or last):
+                    raise_if_diverged()
                 if progress is not None and (step % progress_every == 0 or last):
                     elapsed = time.perf_counter() - start
                     progress(TrainProgress(
@@ -279,6 +348,8 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, config: TrainConfig, *
         result.steps = global_step
         result.train_seconds = time.perf_counter() - start
         result.images_per_s = images / max(result.train_seconds, 1e-9)
+    raise_if_diverged()
+    check_finite(model, f"After {global_step} training steps (peak lr {config.lr:.3g}), the model")
     model.eval()
     return result
 

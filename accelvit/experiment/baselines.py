@@ -23,6 +23,7 @@ import torch
 from .. import serialize
 from ..errors import AccelvitError
 from ..paths import baselines_dir
+from ..train import check_finite
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ def load_cached(key: str, home: str | os.PathLike | None = None,
         return None
     try:
         model, _ = serialize.load(cache, device="cpu")
+        check_finite(model, "It", "a diverged training left it (older accelvit cached such baselines).")
         if check is not None:
             check(model, f"the cached baseline {cache}")
         info = json.loads((cache / INFO_FILE).read_text())
@@ -58,7 +60,10 @@ def load_cached(key: str, home: str | os.PathLike | None = None,
 def save_cached(model: torch.nn.Module, key: str, info: dict[str, Any], *, class_names: list[str] | None,
                 meta: dict[str, Any], home: str | os.PathLike | None = None,
                 warn: Callable[[str], None] = log.warning) -> Path:
-    """Save into ``baselines/<key>/`` atomically (a temp folder renamed into place); the folder."""
+    """Save into ``baselines/<key>/`` atomically (a temp folder renamed into place); the folder.
+
+    A model with a NaN or infinite weight is never cached: :class:`~accelvit.errors.TrainingError`."""
+    check_finite(model, "The trained baseline", "it was not cached. Train it again with a lower learning rate.")
     root = baselines_dir(home)
     final = root / key
     tmp = root / f".tmp-{key}-{secrets.token_hex(4)}"

@@ -60,7 +60,7 @@ from ..metrics import compare, measure
 from ..models import build_model, model_spec
 from ..prune import make_iht_hook, prune
 from ..prune.structure import is_pruned
-from ..train import TrainProgress, evaluate, fit
+from ..train import TrainProgress, check_finite, evaluate, fit
 from ..utils import CancelToken, check_cancel, resolve_device, seed_everything
 from .baselines import load_cached, save_cached
 from .config import ExperimentConfig
@@ -277,6 +277,8 @@ class Experiment:
             path = Path(cfg.baseline_checkpoint).expanduser()
             model, doc = serialize.load(path, device="cpu")
             self._check_classes(model, f"the baseline checkpoint {path}")
+            check_finite(model, f"The baseline checkpoint {path}", "its numbers would be meaningless. Use a "
+                                                                   "checkpoint whose training did not diverge.")
             if is_pruned(doc.get("structure")):
                 self.warn(f"The baseline checkpoint {path} is already pruned; pruning it again compounds.")
             self.baseline_info = {"source": "checkpoint", "path": str(path), "baseline_key": cfg.baseline_key()}
@@ -583,6 +585,7 @@ class Experiment:
         meta = {"run_id": self.run_id, "config": self.config.to_dict(), "data": self.data_cfg.to_dict(),
                 "split": self.data.split, "metrics": summary, "baseline": to_jsonable(self.baseline_info)}
         model_dir = self.model_dir or out / "model"
+        check_finite(self.model, "The pruned model")  # a NaN model is never saved as if it were a result
         serialize.save(self.model, model_dir, class_names=self.data.class_names, meta=meta)
         self.artifacts["model"] = str(model_dir)
         self.emit(Artifact(name="model", path=str(model_dir), type="model", stage="save"))
