@@ -12,6 +12,10 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
+import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,21 @@ from ..train import TrainConfig
 from ..utils import resolve_device
 
 BASELINE_KEY_VERSION = 1
+
+#: The largest input size a config may ask for, unless ``ACCELVIT_MAX_IMG_SIZE`` says otherwise. Every timm
+#: Swin is 224, 256 or 384 px; the embedded digits set is resized in memory (3 bytes a pixel per image, and
+#: four times that while resizing), so 4096 px would need over 100 GB before anything is trained.
+MAX_IMG_SIZE = 512
+#: The most runs one sweep may expand to, unless ``ACCELVIT_MAX_SWEEP_RUNS`` says otherwise: each point is a
+#: finetune at least (minutes on a CPU), so a larger grid is almost always a typo (a value list pasted twice,
+#: one axis too many) that would queue days of work and fill the run store.
+MAX_SWEEP_RUNS = 300
+#: The largest seed: numpy seeds are 32-bit.
+MAX_SEED = 2**32 - 1
+#: Sub-config fields the experiment sets from its own ``seed`` / ``device`` (see ``ExperimentConfig.effective``):
+#: naming them in ``--set`` or a sweep would be overwritten, so that is refused with a pointer to the real one.
+DERIVED_FIELDS = {f"{sub}.seed": "seed" for sub in ("data", "train", "finetune", "prune")} | {
+    f"{sub}.device": "device" for sub in ("train", "finetune")}
 
 #: The finetune recipe after pruning (epochs, peak lr, warm-up share); everything else is TrainConfig's.
 #: A short warm-up keeps the first AdamW steps from undoing what the pruned weights still know.
@@ -62,6 +81,91 @@ def _from_fields(cls: type, d: Any, prefix: str) -> Any:
         raise ConfigError(prefix, f"invalid settings: {exc}") from exc
 
 
+def env_limit(name: str, default: int) -> int:
+    """A whole-number limit from the environment variable ``name`` (``default`` when unset)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(name, f"the environment variable must be a whole number, got {raw!r}.") from None
+    if value < 1:
+        raise ConfigError(name, f"the environment variable must be >= 1, got {value}.")
+    return value
+
+
+def check_img_size(value: Any, field_name: str = "data.img_size") -> int:
+    """``value`` as an input size in [8, ACCELVIT_MAX_IMG_SIZE (default MAX_IMG_SIZE)]; ConfigError otherwise."""
+    limit = env_limit("ACCELVIT_MAX_IMG_SIZE", MAX_IMG_SIZE)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 8:
+        raise ConfigError(field_name, f"must be a whole number of pixels >= 8, got {_short(value)}.")
+    if value > limit:
+        raise ConfigError(field_name, f"{value} px is larger than the limit of {limit} px (timm's Swins use 224, 256 "
+                                      f"or 384; larger inputs need memory growing with the square of the size). "
+                                      f"Set ACCELVIT_MAX_IMG_SIZE to allow more.")
+    return value
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _describe(tp: Any) -> str:
+    """A type annotation in words, for messages."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if tp is type(None):
+        return "empty (null)"
+    if origin in (list, tuple):
+        plural = {bool: "true/false values", int: "whole numbers", float: "finite numbers", str: "names"}
+        what = plural.get(args[0], "values") if args else "values"
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return f"a list of {len(args)} {what}"
+        return f"a list of {what}"
+    return {bool: "true or false", int: "a whole number", float: "a finite number", str: "text"}.get(
+        tp, getattr(tp, "__name__", str(tp)))
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if tp is str:
+        return isinstance(value, str)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+        return not args or all(_matches(v, args[0]) for v in value)
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True  # an annotation this check does not know: the config's own validate judges
+
+
+def check_types(obj: Any, prefix: str = "") -> None:
+    """ConfigError naming the first field of the dataclass ``obj`` whose value does not fit its annotation
+    (a text where a number belongs, one number where three do, a NaN...), before any range check compares it."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        tp = hints.get(f.name, Any)
+        if not _matches(value, tp):
+            raise ConfigError(f"{prefix}{f.name}", f"must be {_describe(tp)}, got {_short(value)}.")
+
 
 @dataclass
 class ExperimentConfig:
@@ -81,8 +185,15 @@ class ExperimentConfig:
             (``accelvit.distill.DistillConfig``; ``alpha=0`` switches it off). The control
             (the baseline finetuned alike) distils from the baseline too, so the recipe is shared.
         prune: what to prune (``accelvit.prune.PruneConfig``).
-        device: ``auto``, ``cpu``, ``cuda``...; overrides the sub-configs' devices.
-        seed: overrides the seeds of data, train, finetune and prune.
+        device: ``auto``, ``cpu``, ``cuda``...; the device of every stage (the sub-configs' ``device``
+            fields are copies written for the record; ``--set train.device`` is refused).
+        seed: THE experiment seed (0 to 2**32-1): it seeds the data split, the training subset and the
+            shuffling and augmentation (``data.seed``), the baseline's initial weights and training
+            (``train.seed``), pruning's calibration batches and random scores (``prune.seed``) and the
+            finetune (``finetune.seed``). Those sub-config fields are copies written for the record and
+            ignored on reading; ``--set prune.seed=...`` is refused, ``--set seed=...`` and a sweep over
+            ``seed`` change them all. Runs with different seeds therefore have their own baseline and
+            split: a seed sweep repeats the whole experiment.
         measure_latency: time the model in before / pruned / after (slow for big models on a CPU).
         control: also finetune the unpruned baseline for the same epochs (a fair reference).
     """
@@ -138,12 +249,23 @@ class ExperimentConfig:
         return f"{self.model} {self.data.dataset} " + (" ".join(parts) if parts else "no pruning")
 
     # ------------------------------------------------------------------ validation
+    def check_types(self) -> "ExperimentConfig":
+        """Every field (sub-configs' too) of the type it is annotated with; ConfigError names the first that is not.
+        The cheap half of :meth:`validate`, enough for ``to_dict`` to work."""
+        if not isinstance(self.name, str):
+            raise ConfigError("name", f"must be text, got {_short(self.name)}.")
+        for prefix, cls in (("data", DataConfig), ("train", TrainConfig), ("finetune", TrainConfig),
+                            ("distill", DistillConfig), ("prune", PruneConfig)):
+            sub = getattr(self, prefix)
+            if not isinstance(sub, cls):
+                raise ConfigError(prefix, f"must be a {cls.__name__} (or a mapping in from_dict).")
+            check_types(sub, f"{prefix}.")
+        check_types(self)
+        return self
+
     def validate(self) -> "ExperimentConfig":
         """Check everything that can be checked without running; ConfigError names the field."""
-        if not isinstance(self.name, str):
-            raise ConfigError("name", f"must be text, got {self.name!r}.")
-        if not isinstance(self.data, DataConfig):
-            raise ConfigError("data", "must be a DataConfig (or a mapping in from_dict).")
+        self.check_types()
         if self.data.dataset not in DATASETS:
             raise ConfigError("data.dataset", f"unknown data set {self.data.dataset!r}; choose one of "
                                               f"{', '.join(DATASETS)}.")
@@ -151,6 +273,7 @@ class ExperimentConfig:
             self.data.validate()
         except ConfigError as exc:
             raise _prefixed("data", exc) from None
+        check_img_size(self.data.img_size)
         if not isinstance(self.model, str) or not self.model:
             raise ConfigError("model", "give a model name, e.g. swin_micro or swin_tiny_patch4_window7_224.")
         if not self.baseline_checkpoint and not is_known_model(self.model):
@@ -192,8 +315,8 @@ class ExperimentConfig:
         except ConfigError as exc:
             raise _prefixed("prune", exc) from None
         resolve_device(self.device)  # ConfigError("device", ...)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ConfigError("seed", f"must be a whole number >= 0, got {self.seed!r}.")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError("seed", f"must be a whole number from 0 to {MAX_SEED}, got {_short(self.seed)}.")
         return self
 
     # ------------------------------------------------------------------ JSON
@@ -219,7 +342,7 @@ class ExperimentConfig:
         if isinstance(data, dict):
             data = dict(data)
             for k in ("mean", "std"):
-                if data.get(k) is not None:
+                if isinstance(data.get(k), list):  # JSON has no tuples; anything else is judged by validate
                     data[k] = tuple(data[k])
         kw["data"] = _from_fields(DataConfig, data, "data")
         kw["train"] = _from_fields(TrainConfig, d.get("train"), "train")
@@ -275,19 +398,49 @@ def _set_path(d: dict[str, Any], path: str, value: Any) -> None:
     cur[parts[-1]] = value
 
 
-def _resolve_key(key: str) -> str:
-    """A sweep key: a PruneConfig field (``head_ratio``), a top-level field, or a dotted path."""
-    if "." in key:
-        return key
-    prune_fields = {f.name for f in dataclasses.fields(PruneConfig)}
-    if key in prune_fields:
-        return f"prune.{key}"
+def _resolve_key(key: Any, where: str = "grid") -> str:
+    """A sweep or ``--set`` key as a dotted path: an experiment field (``seed``, ``device``: the experiment's
+    own, never a sub-config's copy), a PruneConfig field (``head_ratio`` -> ``prune.head_ratio``), or a
+    dotted path (``finetune.epochs``). A ConfigError's field is ``<where>.<key>`` (``grid.head_raito``), or
+    the key alone when ``where`` is empty (``--set``)."""
+    if not isinstance(key, str) or not key.strip() or any(not p for p in key.strip().split(".")):
+        raise ConfigError(where or "--set", f"{_short(key)} is not a setting name; use e.g. head_ratio or "
+                                            "finetune.epochs.")
+    key = key.strip()
     top = {f.name for f in dataclasses.fields(ExperimentConfig)}
-    if key in top:
-        return key
-    raise ConfigError(f"grid.{key}", f"unknown setting {key!r}; use a pruning setting "
-                                     f"({', '.join(sorted(prune_fields))}), an experiment setting or a dotted "
-                                     "path such as finetune.epochs.")
+    prune_fields = {f.name for f in dataclasses.fields(PruneConfig)}
+    if "." in key:
+        path = key
+    elif key in top:
+        path = key
+    elif key in prune_fields:
+        path = f"prune.{key}"
+    else:
+        raise ConfigError(f"{where}.{key}" if where else key,
+                          f"unknown setting {key!r}; use a pruning setting ({', '.join(sorted(prune_fields))}), an "
+                          "experiment setting or a dotted path such as finetune.epochs.")
+    if path in DERIVED_FIELDS:
+        real = DERIVED_FIELDS[path]
+        what = "the data split, training, pruning and finetuning" if real == "seed" else "every stage"
+        raise ConfigError(f"{where}.{key}" if where else key,
+                          f"{path} is a copy of the experiment's {real}, which overwrites it; set {real} instead "
+                          f"(it applies to {what} alike).")
+    return path
+
+
+def max_sweep_runs() -> int:
+    """The most runs a sweep may expand to: ``ACCELVIT_MAX_SWEEP_RUNS``, else ``MAX_SWEEP_RUNS``."""
+    return env_limit("ACCELVIT_MAX_SWEEP_RUNS", MAX_SWEEP_RUNS)
+
+
+def _drop_derived(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` (a ``to_dict`` form) without the sub-configs' copies of seed and device, so that setting the
+    experiment's own afterwards is what counts (``effective`` writes the copies again)."""
+    for path in DERIVED_FIELDS:
+        sub, name = path.split(".")
+        if isinstance(d.get(sub), dict):
+            d[sub].pop(name, None)
+    return d
 
 
 @dataclass
@@ -314,23 +467,43 @@ class SweepConfig:
     name: str = ""
 
     def points(self) -> list[dict[str, Any]]:
-        """The override dict of every point, in order (dotted keys)."""
+        """The override dict of every point, in order (keys as given). ConfigError for a grid that is not a
+        mapping of lists, variants that are not a list of mappings, or more points than :func:`max_sweep_runs`
+        (counted before any point is built)."""
         if not isinstance(self.grid, dict):
-            raise ConfigError("grid", "must be a mapping of setting -> list of values.")
+            raise ConfigError("grid", f"must be a mapping of setting -> list of values, e.g. "
+                                      f'{{"head_ratio": [0.25, 0.5]}}; got {type(self.grid).__name__}.')
         if not isinstance(self.variants, list) or not all(isinstance(v, dict) for v in self.variants):
-            raise ConfigError("variants", "must be a list of mappings of setting -> value.")
+            raise ConfigError("variants", "must be a list of mappings of setting -> value, e.g. "
+                                          '[{"finetune.epochs": 1}, {"sparsity": 0.5}].')
         keys = list(self.grid)
         for k in keys:
             vals = self.grid[k]
             if not isinstance(vals, (list, tuple)) or len(vals) == 0:
-                raise ConfigError(f"grid.{k}", "must be a non-empty list of values.")
+                raise ConfigError(f"grid.{k}", f"must be a non-empty list of values, got {_short(vals)}.")
+        for k in [*keys, *(k for v in self.variants for k in v)]:
+            _resolve_key(k, "grid" if k in self.grid else "variants")
+        count = math.prod(len(self.grid[k]) for k in keys) * max(1, len(self.variants))
+        limit = max_sweep_runs()
+        if count > limit:
+            sizes = " x ".join([f"{len(self.grid[k])} {k}" for k in keys]
+                               + ([f"{len(self.variants)} variants"] if self.variants else []))
+            raise ConfigError("grid", f"the sweep has {count:,} points ({sizes}), more than the limit of {limit}; "
+                                      "make the grid smaller or split it into several sweeps, or set "
+                                      "ACCELVIT_MAX_SWEEP_RUNS to allow more.")
         combos = [dict(zip(keys, vals)) for vals in itertools.product(*(self.grid[k] for k in keys))] or [{}]
         variants = self.variants or [{}]
         return [{**c, **v} for c in combos for v in variants]
 
     def expand(self) -> list[ExperimentConfig]:
         """One validated ExperimentConfig per point; ConfigError names the point and field."""
-        base = self.base.to_dict()
+        if not isinstance(self.name, str):
+            raise ConfigError("name", f"must be text, got {_short(self.name)}.")
+        try:
+            self.base.check_types()
+        except ConfigError as exc:
+            raise _prefixed("base", exc) from None
+        base = _drop_derived(self.base.to_dict())
         out = []
         for i, point in enumerate(self.points()):
             d = copy.deepcopy(base)
@@ -341,7 +514,7 @@ class SweepConfig:
             prefix = (self.name or self.base.name or "sweep").strip()
             d["name"] = f"{prefix} {' '.join(label)}".strip() if label else prefix
             try:
-                cfg = ExperimentConfig.from_dict(d).validate()
+                cfg = ExperimentConfig.from_dict(copy.deepcopy(d)).validate()
             except ConfigError as exc:
                 raise ConfigError(exc.field, f"{str(exc)[len(exc.field) + 2:]} (sweep point {i + 1}: "
                                              f"{' '.join(label) or 'base'})") from None
@@ -366,5 +539,17 @@ class SweepConfig:
         unknown = sorted(set(d) - {"name", "base", "grid", "variants"})
         if unknown:
             raise ConfigError(unknown[0], "unknown sweep setting; use name, base, grid and variants.")
-        return cls(base=ExperimentConfig.from_dict(d.get("base") or {}), grid=dict(d.get("grid") or {}),
-                   variants=list(d.get("variants") or []), name=str(d.get("name") or ""))
+        base, grid = d.get("base") or {}, d.get("grid") or {}
+        variants, name = d.get("variants") or [], d.get("name") or ""
+        if not isinstance(base, dict):
+            raise ConfigError("base", f"must be a mapping (an experiment config), got {type(base).__name__}.")
+        if not isinstance(name, str):
+            raise ConfigError("name", f"must be text, got {_short(name)}.")
+        try:
+            base_cfg = ExperimentConfig.from_dict(base)
+        except ConfigError as exc:
+            raise _prefixed("base", exc) from None
+        sweep = cls(base=base_cfg, grid=grid, variants=variants, name=name)
+        sweep.points()  # grid and variants: their shapes and the size cap, before anything is built
+        sweep.grid, sweep.variants = dict(grid), list(variants)
+        return sweep
