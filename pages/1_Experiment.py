@@ -62,7 +62,7 @@ with st.container(border=True):
         with d1:
             hint = {"cifar10": "folder holding cifar-10-batches-py", "caltech101":
                     "folder holding caltech101/101_ObjectCategories", "folder": "an ImageFolder tree: <class>/<image>"}
-            st.text_input("Data folder", key=P + "data.root", placeholder=hint[dataset])
+            st.text_input("Data folder", key=P + "data.root", placeholder=hint[dataset], help=forms.roots_help())
             slot("data.root")
         with d2:
             if dataset in ("cifar10", "caltech101"):
@@ -93,7 +93,7 @@ with st.container(border=True):
                        "Offline, upload the weights file or give its path instead.")
         elif w == "path":
             st.text_input("Weights file path", key=P + "timm_weights_path",
-                          placeholder="/path/to/model.safetensors (or a .pth state dict)")
+                          placeholder="/path/to/model.safetensors (or a .pth state dict)", help=forms.roots_help())
         if w == "upload":
             up = st.file_uploader("Weights file", key=P + "weights_file",
                                   help="A .safetensors file, or a torch state dict (.pth) loaded with weights_only.")
@@ -106,7 +106,8 @@ with st.container(border=True):
         slot("weights_path")
     else:
         st.text_input("Saved model folder", key=P + "baseline_checkpoint",
-                      placeholder=f"a folder with {WEIGHTS_FILE} + {SPEC_FILE} (accelvit train --out ...)")
+                      placeholder=f"a folder with {WEIGHTS_FILE} + {SPEC_FILE} (accelvit train --out ...)",
+                      help=forms.roots_help())
         slot("baseline_checkpoint")
 
 # ----------------------------------------------------------------------------- training

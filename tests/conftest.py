@@ -59,12 +59,14 @@ def digits_baseline(tmp_path_factory):
 
 
 @pytest.fixture
-def app_home(tmp_path, monkeypatch):
+def app_home(tmp_path, tmp_path_factory, monkeypatch):
     """A run store of its own for a dashboard AppTest (``$ACCELVIT_HOME``); every job manager made
-    for it is shut down afterwards."""
+    for it is shut down afterwards. Pytest's temporary folders are an allowed data root (the
+    dashboard reads only folders under its roots: ``accelvit.paths.check_allowed``)."""
     from accelvit.runs import jobs
 
     h = tmp_path / "home"
     monkeypatch.setenv("ACCELVIT_HOME", str(h))
+    monkeypatch.setenv("ACCELVIT_DATA_ROOTS", str(tmp_path_factory.getbasetemp()))
     yield h
     jobs.shutdown_all()

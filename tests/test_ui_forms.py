@@ -11,6 +11,13 @@ from accelvit.experiment.estimate import estimate_cost, estimate_from_key
 from accelvit.ui import forms
 
 
+@pytest.fixture(autouse=True)
+def tmp_is_a_data_root(tmp_path_factory, monkeypatch):
+    """The form reads only folders under the allowed roots (tests/test_privacy.py); pytest's temporary
+    folders are one here."""
+    monkeypatch.setenv("ACCELVIT_DATA_ROOTS", str(tmp_path_factory.getbasetemp()))
+
+
 def test_defaults_are_the_documented_digits_recipe():
     res = forms.validate_form({})
     assert res.ok, res.errors

@@ -25,7 +25,7 @@ from ..distill import DistillConfig
 from ..errors import AccelvitError, ConfigError, InputError
 from ..experiment.config import FINETUNE_DEFAULTS, default_finetune
 from ..fileio import atomic_write_bytes
-from ..paths import uploads_dir
+from ..paths import DATA_ROOTS_ENV, check_allowed, describe_roots, uploads_dir
 from ..prune.config import PruneConfig
 from ..serialize import SPEC_FILE, WEIGHTS_FILE
 from ..train import TrainConfig
@@ -319,6 +319,7 @@ def validate_form(values: dict[str, Any]) -> FormResult:
                                   "or choose another weights option.")
     if v["model_source"] == "checkpoint" and not cfg.baseline_checkpoint:
         errors["baseline_checkpoint"] = f"Give the path of a saved model folder ({WEIGHTS_FILE} + {SPEC_FILE})."
+    confine_paths(cfg, errors)
     _collect(errors, "data.", cfg.data.validate)
     if "data.root" not in errors and "data.dataset" not in errors:
         missing = missing_data_files(cfg.data.dataset, cfg.data.root, cfg.data.download)
@@ -350,6 +351,39 @@ def validate_form(values: dict[str, Any]) -> FormResult:
         res.config = cfg
         res.sweep = sweep
     return res
+
+
+#: The paths a browser user types, by form field: (config attribute path, what it is in messages).
+PATH_FIELDS = {"data.root": (("data", "root"), "data folder"),
+               "weights_path": (("weights_path",), "weights file"),
+               "baseline_checkpoint": (("baseline_checkpoint",), "saved model folder")}
+
+
+def roots_help() -> str:
+    """The help text of every path field: the folders it may name."""
+    return (f"Only folders of this server's allowed roots can be used: {describe_roots()}. "
+            f"More are added with {DATA_ROOTS_ENV} when the dashboard starts.")
+
+
+def confine_paths(cfg: Any, errors: dict[str, str]) -> None:
+    """Every path of ``cfg`` a browser user typed must lie inside the allowed roots
+    (:func:`accelvit.paths.check_allowed`: ``$ACCELVIT_HOME``, ``./data``, ``$ACCELVIT_DATA_ROOTS``).
+
+    A path inside is replaced by its resolved form (what was checked is what the run reads); a
+    path outside is an error on its field and is not looked at further (nothing says whether it
+    exists). Paths left empty (the defaults) are not checked.
+    """
+    for fld, (attrs, what) in PATH_FIELDS.items():
+        owner = cfg
+        for a in attrs[:-1]:
+            owner = getattr(owner, a)
+        value = getattr(owner, attrs[-1], None)
+        if not value or fld in errors:
+            continue
+        try:
+            setattr(owner, attrs[-1], str(check_allowed(value, what)))
+        except InputError as exc:
+            errors[fld] = str(exc)
 
 
 # ----------------------------------------------------------------------------- estimate and sweep summary
