@@ -16,6 +16,7 @@ from typing import Any
 import streamlit as st
 
 from ..runs import TERMINAL, RunStore, home_dir
+from .auth import require_app_entry
 
 #: The favicon of every page: a local file. (A Material icon as page icon makes the browser
 #: fetch it from Google's font server; the dashboard must work offline.)
@@ -31,7 +32,12 @@ def _manager_for(home: str):
 
 
 def manager():
-    """The job manager of ``$ACCELVIT_HOME`` (default ``./runs``), made once per server."""
+    """The job manager of ``$ACCELVIT_HOME`` (default ``./runs``), made once per server.
+
+    Every page starts here, so a page script run without ``app.py`` (and its login) is turned
+    back through it first (:func:`accelvit.ui.auth.require_app_entry`).
+    """
+    require_app_entry()
     home = str(home_dir())
     mgr = _manager_for(home)
     if mgr.closed:  # shut down (tests, server stop): make a fresh one
