@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import os
+import secrets
+import shutil
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
 from tqdm import tqdm
 
 from ..data import DATASETS, DataConfig
+from ..errors import ConfigError
+from ..layout import CARD_FILE, ONNX_FILE, ONNX_REPORT, SPEC_FILE, TRAIN_METRICS_FILE, WEIGHTS_FILE
 from ..train import TrainProgress
+
+#: What accelvit writes into a model folder (``train``, ``prune``, ``export``): ``--overwrite`` replaces a folder
+#: holding only these, never one holding anything else.
+MODEL_FOLDER_FILES = (WEIGHTS_FILE, SPEC_FILE, CARD_FILE, TRAIN_METRICS_FILE, ONNX_FILE, ONNX_REPORT,
+                      "model.unverified.onnx", "report.json", "layers_*.csv")
 
 
 def add_data_args(p: argparse.ArgumentParser, dataset_required: bool = False) -> None:
@@ -19,7 +31,7 @@ def add_data_args(p: argparse.ArgumentParser, dataset_required: bool = False) ->
                    required=dataset_required, help="data set (default: digits, embedded)")
     g.add_argument("--data-dir", default=None, help="data set folder (cifar10, caltech101, folder)")
     g.add_argument("--download", action="store_true", help="let torchvision download cifar10/caltech101")
-    g.add_argument("--img-size", type=int, default=None, help="input size (default: the model's)")
+    g.add_argument("--img-size", type=check_img_size_arg, default=None, help="input size (default: the model's)")
     g.add_argument("--batch-size", type=int, default=64)
     g.add_argument("--subset", type=int, default=None, help="use at most N training images")
     g.add_argument("--eval-subset", type=int, default=None, help="use at most N images in val and test")
@@ -29,6 +41,21 @@ def add_data_args(p: argparse.ArgumentParser, dataset_required: bool = False) ->
     aug.add_argument("--no-augment", dest="augment", action="store_false",
                      help="no random crop/flip on the training split")
     g.add_argument("--num-workers", type=int, default=0)
+
+
+def check_img_size_arg(text: str) -> int:
+    """``--img-size``: a whole number of pixels within ``accelvit.experiment.config.check_img_size``'s bounds
+    (8 to ACCELVIT_MAX_IMG_SIZE, default 512), else argparse's usage error with the reason."""
+    from ..experiment.config import check_img_size
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels such as 224, got {text!r}") from None
+    try:
+        return check_img_size(value, "--img-size")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--img-size: ")) from None
 
 
 def default_augment(dataset: str | None) -> bool:
@@ -107,3 +134,69 @@ class RunProgressBar:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def add_output_args(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--out", required=True, help=f"a new (or empty) folder for {what}")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the model folder --out already holds (only a folder holding nothing but a saved "
+                        "model's files; the new one takes its place in one rename when it is complete)")
+
+
+def check_output_folder(out: Path, overwrite: bool, checkpoint: Path | None = None) -> None:
+    """ConfigError unless ``out`` may receive a new model: absent or empty, or (``overwrite``) a folder holding
+    only a saved model's files; never the ``checkpoint`` read, nor a folder containing it."""
+    if checkpoint is not None:
+        ck = checkpoint.expanduser().resolve()
+        o = out.expanduser().resolve()
+        if o == ck or o in ck.parents:
+            raise ConfigError("--out", f"{out} {'is' if o == ck else 'contains'} the checkpoint folder "
+                                       f"{checkpoint}; give another --out so the baseline is not overwritten.")
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise ConfigError("--out", f"{out} exists and is not a folder; give a new folder.")
+    entries = sorted(e.name for e in out.iterdir())
+    if not entries:
+        return
+    others = [e for e in entries if not any(fnmatch.fnmatchcase(e, pat) for pat in MODEL_FOLDER_FILES)
+              or not (out / e).is_file() or (out / e).is_symlink()]
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise ConfigError("--out", f"{out} already holds other things than a saved model ({shown}); give a new "
+                                   "or empty folder (nothing is deleted there, even with --overwrite).")
+    if not overwrite:
+        raise ConfigError("--out", f"{out} already holds a saved model ({', '.join(entries[:4])}"
+                                   f"{', ...' if len(entries) > 4 else ''}); give a new folder, or add --overwrite "
+                                   "to replace it.")
+
+
+@contextmanager
+def output_folder(out: Path, overwrite: bool, checkpoint: Path | None = None) -> Iterator[Path]:
+    """A temporary folder beside ``out`` to write into; when the block ends without an error it takes
+    ``out``'s place (the old model folder, if ``overwrite`` allowed one, is removed after the swap), so
+    ``out`` never holds half of a model. On an error the temporary folder goes and ``out`` is as it was."""
+    out = out.expanduser()
+    check_output_folder(out, overwrite, checkpoint)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(4)
+    tmp = out.parent / f".{out.name}.tmp-{token}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        check_output_folder(out, overwrite, checkpoint)  # nothing else arrived there meanwhile
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{token}"
+            os.replace(out, old)
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            if old is not None:
+                os.replace(old, out)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -42,9 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_measure_args(args)  # before loading anything
     model, _doc = serialize.load(args.checkpoint, device="cpu")
-    if args.threads is not None and args.threads < 1:
-        raise ConfigError("threads", f"must be a whole number >= 1, got {args.threads}.")
     ort = _onnx_file(args) if args.onnx else None  # export first: a failed export costs no timing
     result = measure(model, device=args.device, latency=not args.no_latency, batch_size=args.batch_size,
                      warmup=args.warmup, reps=args.reps, thop=not args.no_thop, num_threads=args.threads)
@@ -62,6 +62,17 @@ def run(args: argparse.Namespace) -> int:
         with pd.option_context("display.width", 250, "display.max_rows", None, "display.max_columns", None):
             sys.stdout.write(result.layers.to_string(index=False) + "\n")
     return 0
+
+
+def check_measure_args(args: argparse.Namespace) -> None:
+    """ConfigError naming the first timing flag out of range (``--threads -3``, ``--reps 0``...)."""
+    cpus = os.cpu_count() or 1
+    if args.threads is not None and not 1 <= args.threads <= 4 * cpus:
+        raise ConfigError("threads", f"must be a whole number from 1 to {4 * cpus} (this machine has {cpus} "
+                                     f"CPUs), got {args.threads}.")
+    for flag, value, low in (("batch_size", args.batch_size, 1), ("reps", args.reps, 1), ("warmup", args.warmup, 0)):
+        if value < low:
+            raise ConfigError(flag, f"must be a whole number >= {low}, got {value}.")
 
 
 def _onnx_file(args: argparse.Namespace) -> Path:

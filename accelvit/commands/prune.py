@@ -28,7 +28,8 @@ from ..experiment import Experiment, ExperimentConfig, default_finetune
 from ..metrics import param_counts
 from ..distill import DistillConfig
 from ..prune.config import CRITERIA, IHT_SCOPES, LINEAR_KINDS, RANKINGS, TARGET_RULES, PruneConfig
-from .common import RunProgressBar, add_data_args, add_runtime_args, data_config_from_args
+from .common import (RunProgressBar, add_data_args, add_output_args, add_runtime_args, check_output_folder,
+                     data_config_from_args, output_folder)
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "finetune with iterative hard thresholding (IHT) to the target sparsity. "
                                    "Writes the pruned model and report.json to --out.")
     p.add_argument("--checkpoint", required=True, help="model directory written by accelvit (e.g. by train)")
-    p.add_argument("--out", required=True, help="directory for the pruned model and report.json")
+    add_output_args(p, "the pruned model and report.json")
     add_data_args(p)
     g = p.add_argument_group("heads and MLP width")
     g.add_argument("--head-ratio", type=float, default=0.0, help="fraction of attention heads removed")
@@ -147,14 +148,13 @@ def _count_only(model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser()
     ckpt = Path(args.checkpoint).expanduser()
-    if out.resolve() == ckpt.resolve():
-        raise ConfigError("out", f"{out} is the checkpoint folder itself; give another --out so the baseline "
-                                 "is not overwritten.")
+    check_output_folder(out, args.overwrite, checkpoint=ckpt)  # before anything runs
     cfg = experiment_config_from_args(args)
     bar = RunProgressBar(True, "prune")
     try:
-        result = Experiment(cfg, on_event=bar, artifact_dir=out, model_dir=out,
-                            measure_cost=_count_only if args.no_measure else None).run()
+        with output_folder(out, args.overwrite, checkpoint=ckpt) as tmp:  # complete, then renamed into place
+            result = Experiment(cfg, on_event=bar, artifact_dir=tmp, model_dir=tmp,
+                                measure_cost=_count_only if args.no_measure else None).run()
     finally:
         bar.close()
     m = result.metrics

@@ -24,7 +24,8 @@ from typing import Any
 from ..data import DATASETS
 from ..errors import ConfigError
 from ..prune.config import CRITERIA, TARGET_RULES
-from .common import RunProgressBar, default_augment
+from ..text import terminal_safe
+from .common import RunProgressBar, check_img_size_arg, default_augment
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def _register_run(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--dataset", choices=DATASETS, default=None, help="data set (default: digits, embedded)")
     g.add_argument("--data-dir", default=None, help="data set folder (cifar10, caltech101, folder)")
     g.add_argument("--download", action="store_true", default=None, help="let torchvision download the data")
-    g.add_argument("--img-size", type=int, default=None, help="input size (default: the model's)")
+    g.add_argument("--img-size", type=check_img_size_arg, default=None, help="input size (default: the model's)")
     g.add_argument("--batch-size", type=int, default=None, help="batch size (default 64)")
     g.add_argument("--subset", type=int, default=None, help="use at most N training images")
     g.add_argument("--eval-subset", type=int, default=None, help="use at most N images in val and test")
@@ -126,7 +127,7 @@ def _register_runs(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--status", default=None, help="only runs with this status (queued, running, finished, "
                                                   "failed, cancelled, interrupted)")
     p.add_argument("--sweep", default=None, help="only the runs of this sweep id")
-    p.add_argument("--limit", type=int, default=None, help="at most N runs")
+    p.add_argument("--limit", type=int, default=None, help="at most N runs (newest first; N >= 1)")
     p.add_argument("--cancel", default=None, metavar="RUN_ID", help="cancel a queued or running run")
     p.set_defaults(func=cmd_runs)
 
@@ -143,35 +144,39 @@ def _read_json(path: str, what: str) -> Any:
 
 
 def _parse_set(item: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` as ``(dotted path, value)``: VALUE is JSON (``0.5``, ``null``, ``[1, 2]``, ``"x"``), else
+    plain text. ``seed`` is the experiment's seed; ``prune.seed`` and the other copies are refused."""
+    from ..experiment.config import _resolve_key
+
     if "=" not in item:
         raise ConfigError("--set", f"{item!r} is not KEY=VALUE (e.g. prune.iht_interval=8).")
     key, raw = item.split("=", 1)
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError:
+    except ValueError:  # JSONDecodeError, or a number too long to convert
         value = raw  # plain text, e.g. a device or a path
-    return key.strip(), value
+    return _resolve_key(key, ""), value
 
 
 def config_from_args(args: argparse.Namespace):
     """The ExperimentConfig that ``accelvit run`` args describe (validated)."""
     from ..models import is_known_model, model_spec
-    from ..experiment.config import ExperimentConfig, _resolve_key, _set_path
+    from ..experiment.config import ExperimentConfig, _drop_derived, _set_path
 
     raw: Any = _read_json(args.config, "--config") if args.config else {}
     if not isinstance(raw, dict):
         raise ConfigError("--config", "the file must hold one JSON object (an experiment config).")
     sets = [_parse_set(item) for item in args.set]
-    img_given = (args.img_size is not None or "img_size" in (raw.get("data") or {})
-                 or any(_resolve_key(k) == "data.img_size" for k, _ in sets))
-    aug_given = (args.augment is not None or "augment" in (raw.get("data") or {})
-                 or any(_resolve_key(k) == "data.augment" for k, _ in sets))
-    d = ExperimentConfig.from_dict(raw).to_dict()
+    d = _drop_derived(ExperimentConfig.from_dict(raw).check_types().to_dict())  # seed, device: the experiment's
+    raw_data = raw.get("data") or {}
+    img_given = (args.img_size is not None or "img_size" in raw_data or any(k == "data.img_size" for k, _ in sets))
+    aug_given = (args.augment is not None or "augment" in raw_data or any(k == "data.augment" for k, _ in sets))
     flags = {
         "data.dataset": args.dataset, "data.root": args.data_dir, "data.download": args.download,
         "data.img_size": args.img_size, "data.batch_size": args.batch_size, "data.subset": args.subset,
         "data.eval_subset": args.eval_subset, "data.augment": args.augment,
-        "data.num_workers": args.num_workers, "model": args.model, "pretrained": args.pretrained,
+        "data.num_workers": args.num_workers, "data.on_bad_image": args.on_bad_image,
+        "model": args.model, "pretrained": args.pretrained,
         "weights_path": args.weights, "baseline_checkpoint": args.baseline, "train.epochs": args.epochs,
         "train.lr": args.lr, "prune.head_ratio": args.head_ratio, "prune.head_criterion": args.head_criterion,
         "prune.mlp_ratio": args.mlp_ratio, "prune.mlp_criterion": args.mlp_criterion, "prune.rank_ratio": args.rank_ratio, "prune.energy": args.energy,
@@ -187,20 +192,51 @@ def config_from_args(args: argparse.Namespace):
         if value is not None:
             _set_path(d, path, value)
     for key, value in sets:
-        _set_path(d, _resolve_key(key), value)
+        _set_path(d, key, value)
+    if not isinstance(d.get("data"), dict):  # --set data=5: from_dict names it
+        return ExperimentConfig.from_dict(d).validate()
     if not aug_given:  # digits: no augmentation unless asked, as in the dashboard
         d["data"]["augment"] = default_augment(d["data"].get("dataset"))
+    doc = None
+    if args.baseline:
+        from ..errors import CheckpointError
+        from ..serialize import read_spec
+        try:
+            doc = read_spec(args.baseline)
+        except CheckpointError:
+            pass  # validate names the problem (baseline_checkpoint)
     if not img_given:
         # default input size: the model's own (16 for swin_pico, 224 for most timm Swins)
-        if args.baseline:
-            from ..serialize import read_spec
+        if doc is not None:
             try:
-                d["data"]["img_size"] = int(read_spec(args.baseline)["model"]["img_size"])
-            except Exception:
+                d["data"]["img_size"] = int(doc["model"]["img_size"])
+            except (KeyError, TypeError, ValueError):
                 pass
-        elif is_known_model(d.get("model", "")):
+        elif isinstance(d.get("model"), str) and is_known_model(d["model"]):
             d["data"]["img_size"] = model_spec(d["model"], 2).img_size
+    if doc is not None:
+        seed_given = args.seed is not None or "seed" in raw or any(k == "seed" for k, _ in sets)
+        _checkpoint_seed(d, doc, seed_given)
     return ExperimentConfig.from_dict(d).validate()
+
+
+def _checkpoint_seed(d: dict[str, Any], doc: dict[str, Any], seed_given: bool) -> None:
+    """A saved baseline was trained on one seeded split of its data set: the run splits the same data set
+    with that seed (unless told), and refuses another one, which would put images the baseline trained on
+    into this run's test split."""
+    trained = (doc.get("meta") or {}).get("data") if isinstance(doc.get("meta"), dict) else None
+    if not isinstance(trained, dict) or trained.get("dataset") != d["data"].get("dataset"):
+        return
+    seed = trained.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool) or trained.get("dataset") not in ("digits", "caltech101"):
+        return  # cifar10 keeps its official test split; a folder's may be its own test/ sub-folder
+    if not seed_given:
+        d["seed"] = seed
+    elif d.get("seed") != seed:
+        raise ConfigError("seed", f"the baseline checkpoint was trained on the {trained['dataset']} split of seed "
+                                  f"{seed}; seed {d.get('seed')!r} splits the data otherwise, so images it trained on "
+                                  f"would be in this run's test split. Leave --seed out (the checkpoint's is used) "
+                                  f"or give --seed {seed}.")
 
 
 # ============================================================================ output
@@ -247,15 +283,20 @@ def _dump(obj: Any) -> str:
 
 
 def _print_run_summary(run: dict[str, Any]) -> None:
-    print(f"run {run['id']}  {run['name']}  [{run['status']}]")
+    print(terminal_safe(f"run {run['id']}  {run['name']}  [{run['status']}]"))
     table = summary_table(run)
     if len(table):
-        print(table.to_string(index=False))
+        print(_safe_table(table))
     if run.get("error"):
-        print(f"error: {run['error']}")
+        print(f"error: {terminal_safe(run['error'])}")
     model = (run.get("artifacts") or {}).get("model")
     if model:
-        print(f"pruned model: {model}")
+        print(f"pruned model: {terminal_safe(model)}")
+
+
+def _safe_table(df) -> str:
+    """``df.to_string`` with every text cell through :func:`terminal_safe` (run names are anyone's text)."""
+    return df.map(lambda v: terminal_safe(v) if isinstance(v, str) else v).to_string(index=False)
 
 
 # ============================================================================ commands
@@ -296,7 +337,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     configs = sweep.expand()  # validates every point
     if args.dry_run:
         for c in configs:
-            print(f"{c.display_name()}  (baseline {c.baseline_key()})")
+            print(terminal_safe(f"{c.display_name()}  (baseline {c.baseline_key()})"))
         return 0
     mgr = JobManager(start=False)
     bar = RunProgressBar(not args.no_progress and sys.stderr.isatty())
@@ -321,7 +362,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.json:
         print(_dump(runs))
     else:
-        print(_runs_table(mgr.store, ids).to_string(index=False))
+        print(_safe_table(_runs_table(mgr.store, ids)))
     return 0 if all(s == "finished" for s in statuses) else 1
 
 
@@ -333,7 +374,7 @@ def _runs_table(store, ids: list[str] | None = None, status: str | None = None, 
     runs = store.runs_df(status=status, sweep_id=sweep)
     if ids is not None:
         runs = runs[runs["id"].isin(ids)]
-    if limit:
+    if limit is not None:
         runs = runs.head(limit)
     metrics = store.metrics_df(list(runs["id"])) if len(runs) else store.metrics_df([])
     rows = []
@@ -363,7 +404,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     store = RunStore()
     if args.status is not None and args.status not in STATUSES:
-        raise ConfigError("--status", f"unknown status {args.status!r}; use one of {', '.join(STATUSES)}.")
+        raise ConfigError("--status", f"unknown status {terminal_safe(repr(args.status))}; use one of "
+                                      f"{', '.join(STATUSES)}.")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError("--limit", f"must be a whole number >= 1 (leave it out to list every run), got {args.limit}.")
     if args.cancel:
         st = store.request_cancel(args.cancel)
         if st is None:
@@ -380,5 +424,5 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not len(table):
         print(f"no runs in {store.home}")
         return 0
-    print(table.to_string(index=False))
+    print(_safe_table(table))
     return 0

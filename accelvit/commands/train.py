@@ -11,8 +11,9 @@ from .. import serialize
 from ..card import write_card
 from ..data import load_data
 from ..models import build_model, model_spec
-from ..train import TrainConfig, evaluate, fit
-from .common import add_data_args, add_runtime_args, data_config_from_args, tqdm_progress
+from ..train import TrainConfig, check_finite, evaluate, fit
+from .common import (add_data_args, add_output_args, add_runtime_args, check_output_folder, data_config_from_args,
+                     output_folder, tqdm_progress)
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +32,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--warmup-frac", type=float, default=0.1)
     p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--out", required=True, help="directory to save the model and metrics.json in")
+    add_output_args(p, "the model and metrics.json")
     add_runtime_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    out = Path(args.out).expanduser()
+    check_output_folder(out, args.overwrite)  # before any training: a refused --out costs nothing
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, warmup_frac=args.warmup_frac,
                       label_smoothing=args.label_smoothing, device=args.device, seed=args.seed).validate()
     probe = model_spec(args.model, 2, args.img_size, pretrained=args.pretrained or args.weights is not None)
@@ -49,16 +52,17 @@ def run(args: argparse.Namespace) -> int:
     log.info("training %s on %s: %d train / %d val / %d test images", args.model, args.dataset,
              data.split["train"], data.split["val"], data.split["test"])
     with tqdm_progress(f"train {args.model}") as cb:
-        result = fit(model, data.train, cfg, val_loader=data.val, progress=cb)
+        result = fit(model, data.train, cfg, val_loader=data.val, progress=cb)  # TrainingError if it diverged
+    check_finite(model, f"The {args.model} model")  # also with --epochs 0 from weights that were not finite
     ev = evaluate(model, data.test, device=cfg.device, num_classes=data.num_classes)
-    out = Path(args.out)
     meta = {"data": data_cfg.to_dict(), "split": data.split, "train": cfg.to_dict()}
-    serialize.save(model, out, class_names=data.class_names, meta=meta)
     metrics = {"top1": ev.top1, "top5": ev.top5, "loss": ev.loss, "n_test": ev.n, "per_class": ev.per_class,
                "epochs": result.epochs, "steps": result.steps, "train_seconds": result.train_seconds,
                "train_images_per_s": result.images_per_s, "history": result.history,
                "model": args.model, "dataset": args.dataset, "split": data.split}
-    serialize.atomic_write_json(out / "metrics.json", metrics)
-    write_card(out)  # the model card again, now with the test metrics
+    with output_folder(out, args.overwrite) as tmp:  # complete, then renamed into place
+        serialize.save(model, tmp, class_names=data.class_names, meta=meta)
+        serialize.atomic_write_json(tmp / "metrics.json", metrics)
+        write_card(tmp)  # the model card again, now with the test metrics
     print(json.dumps({k: metrics[k] for k in ("top1", "top5", "loss", "epochs", "train_seconds")}))
     return 0
