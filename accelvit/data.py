@@ -383,7 +383,7 @@ def _folder_image(path: str) -> Image.Image:
     a file that fails is a DataError naming it (the scan before training finds such files; this one
     changed since, or was not scanned)."""
     try:
-        return load_image(path, formats=FOLDER_IMAGE_FORMATS)
+        return load_image(path, formats=FOLDER_IMAGE_FORMATS, verify=False)  # checked before training
     except InputError as exc:
         why = check_image_file(path) or f"cannot be used ({exc})"
         raise DataError(f"{path} {why}. Remove or replace it, or set on_bad_image to skip (--on-bad-image skip) to "

@@ -87,12 +87,15 @@ def _open(source, name: str, formats: Sequence[str]) -> Image.Image:
 
 
 def load_image(data: bytes | str | Path, max_pixels: int = MAX_IMAGE_PIXELS, name: str | None = None,
-               max_aspect: float = MAX_ASPECT_RATIO, formats: Sequence[str] = IMAGE_FORMATS) -> Image.Image:
+               max_aspect: float = MAX_ASPECT_RATIO, formats: Sequence[str] = IMAGE_FORMATS,
+               verify: bool = True) -> Image.Image:
     """Open an image from bytes or a path: checked, decoded, upright, as 8-bit RGB.
 
     Raises InputError naming the file (``name``, e.g. an upload's name; else the path, or "The
     file" for bytes) and what is wrong: not an allowed format, too many pixels, too elongated,
-    or damaged. Format and bounds come from the header, before any pixel is decoded. Pillow
+    or damaged. Format and bounds come from the header, before any pixel is decoded; ``verify``
+    adds Pillow's structural check first (a data set's loader skips it: its files were checked
+    before training, see :func:`check_image_file`). Pillow
     names an in-memory file by its repr (``<_io.BytesIO object at 0x...>``); that never reaches
     a message.
     """
@@ -104,11 +107,13 @@ def load_image(data: bytes | str | Path, max_pixels: int = MAX_IMAGE_PIXELS, nam
 
     fmt = None
     try:
-        with _open(source(), name, formats) as probe:  # reads the header only
-            fmt = probe.format
-            _check_bounds(probe, name, max_pixels, max_aspect)
-            probe.verify()
-        img = _open(source(), name, formats)
+        img = _open(source(), name, formats)  # reads the header only
+        fmt = img.format
+        _check_bounds(img, name, max_pixels, max_aspect)
+        if verify:
+            img.verify()  # leaves the image unusable: open it again to decode
+            img.close()
+            img = _open(source(), name, formats)
         img.load()
     except InputError:
         raise
