@@ -219,3 +219,16 @@ def test_runs_run_and_sweep_print_names_escaped_and_runs_limit_is_checked(tmp_pa
     assert main(["sweep", "--config", str(sweep), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\\x1b[31mred" in out
+
+
+def test_run_on_a_checkpoint_splits_with_its_seed_and_refuses_another(tmp_path, capsys):
+    from accelvit.cli import build_parser
+    from accelvit.commands.run import config_from_args
+
+    model = tmp_path / "m"
+    assert main(["train", *TINY, "--epochs", "1", "--seed", "3", "--out", str(model)]) == 0
+    cfg = config_from_args(build_parser().parse_args(["run", "--baseline", str(model), "--subset", "64"]))
+    assert cfg.seed == 3 and cfg.to_dict()["data"]["seed"] == 3  # the test split is the one it never trained on
+    with pytest.raises(ConfigError) as info:
+        config_from_args(build_parser().parse_args(["run", "--baseline", str(model), "--seed", "1"]))
+    assert info.value.field == "seed" and "test split" in str(info.value)
