@@ -148,6 +148,11 @@ def test_orphaned_runs_are_marked_interrupted(tmp_path):
         r_dead, _ = store.create_run(CONFIG, status=RUNNING, owner=dead)
         q_dead, _ = store.create_run(CONFIG, status=QUEUED, owner=dead)
         r_none, _ = store.create_run(CONFIG, status=RUNNING, owner=None)
+        r_none_fresh, _ = store.create_run(CONFIG, status=RUNNING, owner=None)  # no owner: the heartbeat decides
+        con = sqlite3.connect(store.db_path)
+        con.execute("UPDATE runs SET heartbeat=NULL WHERE id=?", (r_none,))
+        con.commit()
+        con.close()
         r_live, _ = store.create_run(CONFIG, status=RUNNING, owner=live)
         r_reused, _ = store.create_run(CONFIG, status=RUNNING, owner=reused)
         done, _ = store.create_run(CONFIG, status=RUNNING, owner=dead)
@@ -156,6 +161,7 @@ def test_orphaned_runs_are_marked_interrupted(tmp_path):
         assert gone == {r_dead, q_dead, r_none, r_reused}
         assert store.status(r_dead) == INTERRUPTED and "stopped" in store.get_run(r_dead)["error"]
         assert store.status(r_live) == RUNNING and store.status(done) == FINISHED
+        assert store.status(r_none_fresh) == RUNNING
     finally:
         release_owner(live)
     # once its owner is released (its manager is gone), the live one is orphaned too
@@ -225,3 +231,64 @@ def test_concurrent_readers_and_writers_never_see_locked(tmp_path):
     assert not errors, errors
     assert reads[0] > 0
     assert len(store.progress_df(rid)) == 200
+
+
+DAMAGE = [  # (table, column, value): rows that once made a reader raise (issue 13, finding 7)
+    ("stage_metrics", "data", "[1, 2]"), ("stage_metrics", "data", "5"), ("stage_metrics", "data", "{not json"),
+    ("stage_metrics", "top1", "abc"), ("runs", "config", "[1]"), ("runs", "config", '{"data": 5, "prune": [1]}'),
+    ("runs", "config", "{not json"), ("runs", "live", "[1]"), ("runs", "progress", "abc"),
+    ("runs", "heartbeat", "abc"), ("events", "data", "[1]"), ("events", "data", "{"),
+]
+
+
+@pytest.mark.parametrize("table,column,value", DAMAGE)
+def test_damaged_rows_are_read_with_a_warning_never_a_traceback(tmp_path, monkeypatch, capsys, caplog,
+                                                                table, column, value):
+    from accelvit.cli import main
+
+    monkeypatch.setenv("ACCELVIT_HOME", str(tmp_path))
+    store = RunStore(tmp_path)
+    owner = new_owner("test")
+    try:
+        rid, _ = store.create_run(CONFIG, name="damaged", status=RUNNING, owner=owner)  # running: progress is shown
+        store.add_event(rid, "stage_started", stage="baseline", message="baseline", update_live=True, data={"a": 1})
+        store.add_event(rid, "progress", stage="baseline", fraction=0.5, update_live=True, data={"loss": 1.0})
+        store.add_event(rid, "stage_finished", stage="baseline", data={"seconds": 1.0})
+        store.add_metrics(rid, "before", METRICS)
+        store.add_metrics(rid, "after", {**METRICS, "top1": 0.8})
+        con = sqlite3.connect(store.db_path)
+        con.execute(f"UPDATE {table} SET {column}=?", (value,))
+        con.commit()
+        con.close()
+        s = RunStore(tmp_path)
+        runs, metrics = s.runs_df(), s.metrics_df()
+        assert runs.set_index("id").at[rid, "status"] == RUNNING and set(metrics["stage"]) == {"before", "after"}
+        s.events_df(rid), s.stages_df(rid), s.progress_df(rid), s.artifacts_df(rid)
+        run = s.get_run(rid)
+        assert isinstance(run["config"], dict) and all(isinstance(m, dict) for m in run["stages"].values())
+        assert main(["--home", str(tmp_path), "runs"]) == 0 and "damaged" in capsys.readouterr().out
+        assert main(["--home", str(tmp_path), "runs", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)[0]["id"] == rid
+        json_damaged = column in ("data", "config", "live") and not value.startswith('{"')
+        assert (f"{table}.{column} of run {rid}" in caplog.text) == json_damaged  # a warning names the row
+    finally:
+        release_owner(owner)
+
+
+def test_a_damaged_schema_version_is_a_named_error(tmp_path, monkeypatch, capsys):
+    from accelvit.cli import main
+    from accelvit.runs import StoreError
+
+    monkeypatch.setenv("ACCELVIT_HOME", str(tmp_path))
+    RunStore(tmp_path).create_run(CONFIG)
+    for bad in ("x", "", "-3", "1.5"):
+        con = sqlite3.connect(tmp_path / "runs.db")
+        con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (bad,))
+        con.commit()
+        con.close()
+        with pytest.raises(StoreError, match="schema_version is"):
+            RunStore(tmp_path).runs_df()
+        for argv in (["runs"], ["runs", "--json"]):
+            assert main(["--home", str(tmp_path), *argv]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith("error: The run store") and "damaged" in err and "Traceback" not in err

@@ -3,8 +3,10 @@
 Rooms:
 
 - :mod:`~accelvit.runs.schema`: tables, schema version, statuses, measured columns.
-- :mod:`~accelvit.runs.owners`: owner ids of executing runs and whether they are alive.
+- :mod:`~accelvit.runs.owners`: owner ids of executing runs, their heartbeat, and the one rule
+  that says whether they are alive.
 - :mod:`~accelvit.runs.store`: :class:`RunStore`, the SQL (writers and readers).
+- :mod:`~accelvit.runs.rows`: stored values decoded (a damaged row is read as empty, with a warning).
 - :mod:`~accelvit.runs.queries`: the DataFrames, the one before/after computation
   (:func:`ratio_to_before`) and which run a live view follows (:func:`run_to_watch`).
 - :mod:`~accelvit.runs.execute`: :func:`execute` runs one experiment against the store in the
@@ -53,6 +55,11 @@ Dicts (``runs --json``):
 ``status(run_id)``, ``queued_ids(owner)``, ``artifacts(run_id)``, ``cancel_requested(run_id)``.
 
 Statuses: ``queued, running, finished, failed, cancelled, interrupted``.
+
+Liveness: ``runs_df``, ``list_runs`` / ``get_run`` and ``request_cancel`` first mark queued or
+running runs whose owner is gone ``interrupted`` (``RunStore.mark_orphans_interrupted``, the rule
+in :mod:`~accelvit.runs.owners`), so the dashboard, ``accelvit runs`` and ``runs --cancel`` agree;
+what those runs recorded stays.
 """
 
 from __future__ import annotations

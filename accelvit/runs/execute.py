@@ -10,6 +10,11 @@ Final status: ``finished``; ``failed`` (message and traceback stored); ``cancell
 asked; metrics of finished stages kept); ``interrupted`` (the process hosting the run is
 stopping: its cancel token says ``interrupted``). A status set by someone else meanwhile (the
 job manager marking the run ``interrupted`` at server shutdown) is never overwritten.
+
+While it runs, a :class:`~accelvit.runs.owners.Heartbeat` thread stamps the run every
+``HEARTBEAT_S`` seconds (readers on other hosts tell a dead owner by a stale stamp); if the run
+is no longer running when it beats (a reader declared this process dead), the run stops as
+``interrupted`` at its next step.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any, Callable, Iterable
 from ..errors import AccelvitError, Cancelled
 from ..experiment import Experiment, ExperimentConfig, describe_error
 from ..utils import CancelToken
+from .owners import Heartbeat
 from .schema import CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING
 from .store import RunStore
 
@@ -141,6 +147,19 @@ def execute(store: RunStore, run_id: str, config: Any, *, cancel: CancelToken | 
         return now or CANCELLED
     if store.cancel_requested(run_id):
         token.cancel()
+    # the heartbeat readers on other hosts go by; a run someone else ended meanwhile (marked
+    # interrupted when this process looked dead) stops instead of working on for nobody
+    heartbeat = Heartbeat(lambda: store.beat(run_id=run_id, interval=heartbeat.interval) > 0,
+                          on_lost=lambda: token.cancel(INTERRUPTED), name=f"accelvit-heartbeat[{run_id}]")
+    heartbeat.start()
+    try:
+        return _execute(store, run_id, config, token, recorder, experiment_options)
+    finally:
+        heartbeat.stop()
+
+
+def _execute(store: RunStore, run_id: str, config: Any, token: CancelToken, recorder: StoreRecorder,
+             experiment_options: dict[str, Any] | None) -> str:
     try:
         cfg = config if isinstance(config, ExperimentConfig) else ExperimentConfig.from_dict(config)
         Experiment(cfg, on_event=recorder, cancel=token, home=store.home,

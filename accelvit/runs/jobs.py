@@ -14,8 +14,10 @@ process reads the same state from the store; nothing lives only in memory.
 
 Lifecycle of a run: ``queued`` -> ``running`` -> ``finished`` | ``failed`` (message and
 traceback stored) | ``cancelled`` (metrics of finished stages kept). A queued run that is
-cancelled goes straight to ``cancelled``. When a manager opens a store, runs left
-``running`` (or ``queued``) by a process that is gone are marked ``interrupted``.
+cancelled goes straight to ``cancelled``. Runs left ``running`` (or ``queued``) by a process
+that is gone are marked ``interrupted`` when a manager opens a store, every ``orphan_check_s``
+while it is idle, and by every reader of the store (``RunStore.mark_orphans_interrupted``). A
+manager beats a heartbeat for its queued and running runs (:mod:`accelvit.runs.owners`).
 
 Each job runs :func:`accelvit.runs.execute.execute`, in the scheduler thread (``executor="thread"``,
 ``accelvit sweep``) or in a job process (``executor="process"``, the dashboard's, see
@@ -48,7 +50,7 @@ from ..experiment import ExperimentConfig, SweepConfig
 from ..paths import home_dir
 from ..utils import CancelToken
 from .execute import Listener, execute, interrupted_message
-from .owners import new_owner, release_owner
+from .owners import Heartbeat, new_owner, release_owner
 from .schema import CANCELLED, FAILED, INTERRUPTED, QUEUED, RUNNING, TERMINAL
 from .store import RunStore, new_run_id
 
@@ -100,6 +102,8 @@ class JobManager:
         self._closed = False
         self._wake = False
         self.store.mark_orphans_interrupted()
+        # beats for every queued and running run of this manager (readers on other hosts go by it)
+        self._heartbeat = Heartbeat(self._beat, name=f"accelvit-heartbeat[{self.owner}]").start()
         if start:
             self._ensure_thread()
 
@@ -228,11 +232,17 @@ class JobManager:
         if wait and thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
         if thread is None or not thread.is_alive():
+            self._heartbeat.stop()
             release_owner(self.owner)
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def _beat(self) -> bool:
+        if self._configs or self._current is not None:  # idle: nothing to stamp, no write
+            self.store.beat(owner=self.owner, interval=self._heartbeat.interval)
+        return True
 
     # ------------------------------------------------------------------ worker
     def _ensure_thread(self) -> None:
@@ -272,6 +282,7 @@ class JobManager:
         if self._standby is not None:
             _stop_standby(self._standby)
             self._standby = None
+        self._heartbeat.stop()
         release_owner(self.owner)
 
     def _notify(self, run_id: str, event: Any) -> None:

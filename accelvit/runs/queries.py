@@ -44,12 +44,15 @@ def _ts(col: pd.Series) -> pd.Series:
     return pd.to_datetime(_num(col), unit="s", utc=True)
 
 
+def _dict(v: Any) -> dict:
+    """``v`` when it is a dict, else an empty one (a stored config or metrics dict that is damaged)."""
+    return v if isinstance(v, dict) else {}
+
+
 def config_columns(config: dict[str, Any] | None) -> dict[str, Any]:
     """Flat, plottable columns of an experiment config dict (model, data set, pruning fields)."""
-    cfg = config or {}
-    data = cfg.get("data") or {}
-    train = cfg.get("train") or {}
-    finetune = cfg.get("finetune") or {}
+    cfg = _dict(config)
+    data, train, finetune = _dict(cfg.get("data")), _dict(cfg.get("train")), _dict(cfg.get("finetune"))
     out: dict[str, Any] = {
         "model": cfg.get("model"),
         "dataset": data.get("dataset"),
@@ -59,7 +62,7 @@ def config_columns(config: dict[str, Any] | None) -> dict[str, Any]:
         "finetune_epochs": finetune.get("epochs"),
         "device": cfg.get("device"),
     }
-    for k, v in (cfg.get("prune") or {}).items():
+    for k, v in _dict(cfg.get("prune")).items():
         if k not in out and (v is None or isinstance(v, (int, float, str, bool))):
             out[k] = v
     return out
@@ -102,8 +105,8 @@ def stage_ratios(metrics: pd.DataFrame, cols: Iterable[str], stage: str = AFTER)
 def run_metrics(run: dict[str, Any]) -> pd.DataFrame:
     """A run dict's ``stages`` (as from ``get_run``) as ``metrics_df``-like rows: ``run_id, name, stage, ...``."""
     rows = [{"run_id": run.get("id"), "name": run.get("name"), "stage": stage,
-             **{k: v for k, v in (m or {}).items() if v is None or isinstance(v, (int, float, str, bool))}}
-            for stage, m in ((run or {}).get("stages") or {}).items()]
+             **{k: v for k, v in _dict(m).items() if v is None or isinstance(v, (int, float, str, bool))}}
+            for stage, m in _dict(_dict(run).get("stages")).items()]
     return pd.DataFrame.from_records(rows, columns=None if rows else ["run_id", "name", "stage"])
 
 
@@ -165,6 +168,7 @@ def runs_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     for c in cols:
         if c not in df.columns:
             df[c] = pd.Series(dtype="object")
+    df["progress"] = _num(df["progress"])  # a damaged row's text reads as NaN, not as a crash later
     end = _num(df["finished_at"])
     start = _num(df["started_at"])
     running = df["status"] == RUNNING
@@ -191,7 +195,7 @@ def metrics_frame(metric_rows: list[dict[str, Any]], runs: dict[str, dict[str, A
                                "stage_order": stage_sort_key(m["stage"])}
         for c in METRIC_COLUMNS:
             rec[c] = m[c]
-        for k, v in (m.get("data") or {}).items():
+        for k, v in _dict(m.get("data")).items():
             if k not in rec and (v is None or isinstance(v, (int, float, str, bool))):
                 rec[k] = v
         for k, v in config_columns(r.get("config")).items():
@@ -225,7 +229,7 @@ def stages_frame(rows: list[dict[str, Any]], active: bool) -> pd.DataFrame:
             recs[r["stage"]] = {"stage": r["stage"], "state": "running" if active else "stopped",
                                 "started": r["ts"], "finished": None, "seconds": None, "info": {}}
         elif r["stage"] in recs:
-            d = r["data"] or {}
+            d = _dict(r["data"])
             recs[r["stage"]].update(state="done", finished=r["ts"], seconds=d.get("seconds"),
                                     info=d.get("info") or {})
     df = pd.DataFrame.from_records(list(recs.values()), columns=list(STAGE_COLUMNS))
@@ -239,7 +243,7 @@ def progress_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """``progress_df``: progress events (``ts, stage, fraction, data`` decoded) -> :data:`PROGRESS_COLUMNS`."""
     records = []
     for r in rows:
-        d = r["data"] or {}
+        d = _dict(r["data"])
         rec = {c: d.get(c) for c in PROGRESS_COLUMNS}
         rec.update(time=r["ts"], stage=r["stage"], fraction=r["fraction"])
         records.append(rec)

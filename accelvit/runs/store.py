@@ -13,7 +13,6 @@ is documented in :mod:`accelvit.runs`.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -33,7 +32,8 @@ from ..fileio import atomic_write_bytes, atomic_write_json, dumps
 from ..paths import artifacts_dir, db_path, home_dir
 from .queries import (PROGRESS_COLUMNS, STAGE_COLUMNS, artifacts_frame, events_frame, metrics_frame, progress_frame,
                       runs_frame, stages_frame)
-from .owners import owner_alive
+from .owners import heartbeat_interval, orphan_message, owner_gone
+from .rows import loads, num, scalar
 from .schema import (ACTIVE, CANCELLED, FINISHED, INTERRUPTED, METRIC_COLUMNS, QUEUED, RUNNING, STATUSES, TERMINAL,
                      StoreError, apply_schema, stage_sort_key)
 
@@ -45,29 +45,6 @@ _QUEUED_BY_OWNER = "SELECT id FROM runs WHERE status=? AND owner=? ORDER BY crea
 def new_run_id() -> str:
     """Sortable, readable and unique: ``20250102-153012-a1b2c3``."""
     return f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-
-
-def _loads(s: str | None, default: Any = None) -> Any:
-    if s is None or s == "":
-        return default
-    try:
-        return json.loads(s)
-    except (TypeError, ValueError):
-        return default
-
-
-def _scalar(v: Any) -> Any:
-    """A value fit for a SQL column: numbers and strings; anything else becomes None."""
-    if isinstance(v, bool):
-        return int(v)
-    if isinstance(v, (int, float, str)) or v is None:
-        return v
-    if hasattr(v, "item"):
-        try:
-            return v.item()
-        except Exception:
-            return None
-    return None
 
 
 def _in(column: str, values: list) -> str:
@@ -108,6 +85,7 @@ class RunStore:
         self.db_path = db_path(self.home)
         self._init_lock = threading.Lock()
         self._initialised = False
+        self._warned: set[str] = set()
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.home)!r})"
@@ -250,7 +228,9 @@ class RunStore:
 
     def request_cancel(self, run_id: str) -> str | None:
         """Cancel a run: a queued one becomes ``cancelled`` now; a running one is flagged for its
-        owner (which stops within one training step). Returns the status after the call."""
+        owner (which stops within one training step). A run whose owner is gone is marked
+        ``interrupted`` first (nothing is left to stop). Returns the status after the call."""
+        self._reap([run_id])
         now = time.time()
         with self.connect(write=True) as con:
             row = con.execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()
@@ -272,22 +252,60 @@ class RunStore:
             row = con.execute("SELECT cancel_requested FROM runs WHERE id=?", (run_id,)).fetchone()
         return bool(row and row[0])
 
-    def mark_orphans_interrupted(self) -> list[str]:
-        """Mark ``running``/``queued`` runs whose owner is gone as ``interrupted``; their ids."""
+    def beat(self, run_id: str | None = None, owner: str | None = None, interval: float | None = None) -> int:
+        """Heartbeat: stamp the time (and the beat period ``interval``) on the queued or running
+        run ``run_id``, or on every queued or running run of ``owner``; how many rows it stamped
+        (0: nothing of it is active any more)."""
+        if (run_id is None) == (owner is None):
+            raise ValueError("beat() takes a run_id or an owner")
+        key, value = ("id", run_id) if run_id is not None else ("owner", owner)
+        with self.connect(write=True) as con:
+            return con.execute(f"UPDATE runs SET heartbeat=?, heartbeat_s=? WHERE {key}=? AND status IN (?, ?)",
+                               (time.time(), float(interval or heartbeat_interval()), value, QUEUED, RUNNING)).rowcount
+
+    def mark_orphans_interrupted(self, run_ids: Iterable[str] | None = None) -> list[str]:
+        """Mark ``running``/``queued`` runs whose owner is gone (:func:`~accelvit.runs.owners.owner_gone`)
+        ``interrupted``, saying why; their ids. Stage metrics, events and artifacts stay.
+
+        The one liveness check: the job manager runs it when it opens a store and every few
+        seconds; ``runs_df`` and ``list_runs`` (the dashboard, ``accelvit runs``) and
+        ``request_cancel`` (``runs --cancel``) run it before they read, so all of them agree."""
+        sql, params = "SELECT id, status, owner, heartbeat, heartbeat_s, stage FROM runs WHERE status IN (?, ?)", \
+            [QUEUED, RUNNING]
+        if run_ids is not None:
+            ids = list(run_ids)
+            if not ids:
+                return []
+            sql += f" AND {_in('id', ids)}"
+            params += ids
         with self.connect() as con:
-            rows = con.execute("SELECT id, status, owner, heartbeat FROM runs WHERE status IN (?, ?)",
-                               (QUEUED, RUNNING)).fetchall()
-        gone = [r for r in rows if not owner_alive(r["owner"], r["heartbeat"])]
+            rows = con.execute(sql, params).fetchall()
+        if not any(owner_gone(r["owner"], num(r["heartbeat"]), num(r["heartbeat_s"])) for r in rows):
+            return []
         out = []
-        for r in gone:
-            msg = ("The process running this job stopped before it finished (server restart or crash)."
-                   if r["status"] == RUNNING else
-                   "The job was still queued when the process holding the queue stopped; submit it again.")
-            if self.set_status(r["id"], INTERRUPTED, error=msg, only_from=(r["status"],)):
+        now = time.time()
+        with self.connect(write=True) as con:  # look again inside the write: a beat may just have come
+            for r in con.execute(sql, params).fetchall():
+                why = owner_gone(r["owner"], num(r["heartbeat"]), num(r["heartbeat_s"]), now)
+                if why is None:
+                    continue
+                msg = orphan_message(r["status"], why, r["stage"])
+                con.execute("UPDATE runs SET status=?, finished_at=?, error=? WHERE id=? AND status=?",
+                            (INTERRUPTED, now, msg, r["id"], r["status"]))
+                con.execute("INSERT INTO events(run_id, ts, kind, message, data) VALUES (?,?,?,?,?)",
+                            (r["id"], now, "status", INTERRUPTED, dumps({"error": msg})))
                 out.append(r["id"])
         if out:
             log.info("Marked %d orphaned run(s) interrupted: %s", len(out), ", ".join(out))
         return out
+
+    def _reap(self, run_ids: Iterable[str] | None = None) -> None:
+        """:meth:`mark_orphans_interrupted` for a reader: a store it cannot write (read-only
+        folder, a long lock) is still read, with a warning."""
+        try:
+            self.mark_orphans_interrupted(run_ids)
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("could not check %s for runs whose process is gone: %s", self.db_path, exc)
 
     def delete_run(self, run_id: str) -> bool:
         """Delete a finished/failed/cancelled/interrupted run, its rows and its artifact folder."""
@@ -311,7 +329,7 @@ class RunStore:
         now = time.time()
         with self.connect(write=True) as con:
             con.execute("INSERT INTO events(run_id, ts, kind, stage, fraction, message, data) VALUES (?,?,?,?,?,?,?)",
-                        (run_id, now, kind, stage, _scalar(fraction), message,
+                        (run_id, now, kind, stage, scalar(fraction), message,
                          dumps(data) if data is not None else None))
             sets, params = ["heartbeat=?"], [now]
             if stage is not None and kind in ("stage_started", "progress"):
@@ -328,7 +346,7 @@ class RunStore:
     def add_metrics(self, run_id: str, stage: str, metrics: dict[str, Any]) -> None:
         """Store (or replace) the metrics of one run x stage."""
         cols = list(METRIC_COLUMNS)
-        values = [_scalar(metrics.get(c)) for c in cols]
+        values = [scalar(metrics.get(c)) for c in cols]
         now = time.time()
         with self.connect(write=True) as con:
             con.execute(
@@ -397,12 +415,17 @@ class RunStore:
             rows = con.execute(_QUEUED_BY_OWNER, (QUEUED, owner)).fetchall()
         return [r[0] for r in rows]
 
+    def _json(self, value: Any, default: Any, column: str, run_id: Any, row: Any = None) -> Any:
+        """A JSON column decoded; a damaged one (:func:`_loads`) is ``default``, warned once."""
+        where = f"{column} of run {run_id}" + (f" ({row})" if row is not None else "")
+        return loads(value, default, where, self._warned)
+
     def _run_dict(self, r: sqlite3.Row, stages: dict[str, dict], artifacts: dict[str, str]) -> dict[str, Any]:
         return {
-            "id": r["id"], "name": r["name"], "status": r["status"], "config": _loads(r["config"], {}),
+            "id": r["id"], "name": r["name"], "status": r["status"], "config": self._json(r["config"], {}, "runs.config", r["id"]),
             "error": r["error"], "traceback": r["traceback"], "created_at": r["created_at"],
             "started_at": r["started_at"], "finished_at": r["finished_at"], "stage": r["stage"],
-            "progress": r["progress"], "live": _loads(r["live"]), "sweep_id": r["sweep_id"],
+            "progress": r["progress"], "live": self._json(r["live"], {}, "runs.live", r["id"]) or None, "sweep_id": r["sweep_id"],
             "baseline_key": r["baseline_key"], "cancel_requested": bool(r["cancel_requested"]),
             "stages": stages, "artifacts": artifacts,
         }
@@ -414,6 +437,7 @@ class RunStore:
             run_ids = list(run_ids)
             if not run_ids:
                 return []
+        self._reap(run_ids)
         where, params = _run_filter(status, sweep_id, run_ids)
         sql = f"SELECT * FROM runs{where} ORDER BY created_at DESC, rowid DESC"
         if limit:
@@ -426,7 +450,8 @@ class RunStore:
             for chunk in _chunks(ids, 500):
                 for m in con.execute(f"SELECT run_id, stage, data FROM stage_metrics WHERE {_in('run_id', chunk)}",
                                      chunk).fetchall():
-                    stages[m["run_id"]][m["stage"]] = _loads(m["data"], {})
+                    stages[m["run_id"]][m["stage"]] = self._json(m["data"], {}, "stage_metrics.data", m["run_id"],
+                                                                            m["stage"])
                 for a in con.execute(f"SELECT run_id, name, path FROM artifacts WHERE {_in('run_id', chunk)} "
                                      "ORDER BY created_at", chunk).fetchall():
                     arts[a["run_id"]][a["name"]] = self._abs(a["path"])
@@ -446,13 +471,14 @@ class RunStore:
     PROGRESS_COLUMNS = PROGRESS_COLUMNS
 
     def runs_df(self, status: str | Iterable[str] | None = None, sweep_id: str | None = None) -> pd.DataFrame:
+        self._reap()
         where, params = _run_filter(status, sweep_id)
         sql = ("SELECT id, name, status, stage, progress, created_at, started_at, finished_at, error, sweep_id, "
                f"baseline_key, config FROM runs{where} ORDER BY created_at DESC, rowid DESC")
         with self.connect() as con:
             rows = [dict(r) for r in con.execute(sql, params).fetchall()]
         for r in rows:
-            r["config"] = _loads(r["config"], {})
+            r["config"] = self._json(r["config"], {}, "runs.config", r["id"])
         return runs_frame(rows)
 
     def metrics_df(self, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
@@ -467,8 +493,9 @@ class RunStore:
                 for chunk in _chunks(ids, 500):
                     mrows += con.execute(f"SELECT * FROM stage_metrics WHERE {_in('run_id', chunk)}", chunk).fetchall()
                     rrows += con.execute(f"{run_sql} WHERE {_in('id', chunk)}", chunk).fetchall()
-        runs = {r["id"]: {**dict(r), "config": _loads(r["config"], {})} for r in rrows}
-        metric_rows = [{**dict(m), "data": _loads(m["data"], {}) or {}} for m in mrows]
+        runs = {r["id"]: {**dict(r), "config": self._json(r["config"], {}, "runs.config", r["id"])} for r in rrows}
+        metric_rows = [{**dict(m), "data": self._json(m["data"], {}, "stage_metrics.data", m["run_id"], m["stage"])}
+                       for m in mrows]
         return metrics_frame(metric_rows, runs)
 
     def events_df(self, run_id: str, kinds: Iterable[str] | None = None, since_id: int = 0) -> pd.DataFrame:
@@ -480,7 +507,7 @@ class RunStore:
         with self.connect() as con:
             rows = [dict(r) for r in con.execute(sql + " ORDER BY id", params).fetchall()]
         for r in rows:
-            r["data"] = _loads(r["data"])
+            r["data"] = self._json(r["data"], {}, "events.data", run_id, r["id"]) or None
         return events_frame(rows)
 
     def stages_df(self, run_id: str) -> pd.DataFrame:
@@ -491,13 +518,15 @@ class RunStore:
                                "('stage_started', 'stage_finished') ORDER BY id", (run_id,)).fetchall()
             st = con.execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()
         active = st is not None and st["status"] in ACTIVE
-        return stages_frame([{**dict(r), "data": _loads(r["data"], {}) or {}} for r in rows], active)
+        return stages_frame([{**dict(r), "data": self._json(r["data"], {}, "events.data", run_id, r["ts"])}
+                             for r in rows], active)
 
     def progress_df(self, run_id: str) -> pd.DataFrame:
         with self.connect() as con:
             rows = con.execute("SELECT ts, stage, fraction, data FROM events WHERE run_id=? AND kind='progress' "
                                "ORDER BY id", (run_id,)).fetchall()
-        return progress_frame([{**dict(r), "data": _loads(r["data"], {}) or {}} for r in rows])
+        return progress_frame([{**dict(r), "data": self._json(r["data"], {}, "events.data", run_id, r["ts"])}
+                               for r in rows])
 
     def artifacts_df(self, run_id: str | None = None) -> pd.DataFrame:
         sql, params = "SELECT run_id, name, kind, path, created_at FROM artifacts", []
