@@ -385,7 +385,8 @@ def _runs_table(store, ids: list[str] | None = None, status: str | None = None, 
             return m.at[stage, col] if stage in m.index and col in m.columns else None
 
         b1, a1 = get("before", "top1"), get("after", "top1")
-        progress = f"{r.stage or '-'} {100 * (r.progress or 0):.0f}%" if r.status == "running" else ""
+        done = r.progress if pd.notna(r.progress) else 0  # NaN: a damaged row
+        progress = f"{r.stage or '-'} {100 * done:.0f}%" if r.status == "running" else ""
         rows.append({
             "id": r.id, "name": r.name, "status": r.status + (f" ({progress})" if progress else ""),
             "top1 before": _fmt_num(None if b1 is None else 100 * b1, digits=1),
@@ -397,6 +398,17 @@ def _runs_table(store, ids: list[str] | None = None, status: str | None = None, 
         })
     return pd.DataFrame(rows, columns=["id", "name", "status", "top1 before", "top1 after",
                                        "eff. FLOPs after/before", "nonzero after/before", "created", "error"])
+
+
+def _cancel_note(store, run_id: str, status: str) -> str:
+    """What ``runs --cancel`` adds to the status: running -> it stops soon; ended -> nothing to stop (and why
+    it ended, for a run whose process was found gone)."""
+    if status == "running":
+        return " (cancel requested; it stops within one training step)"
+    if status in ("finished", "failed", "interrupted"):
+        error = (store.get_run(run_id) or {}).get("error") if status == "interrupted" else None
+        return " (not running any more; nothing to cancel)" + (f"\n{terminal_safe(error)}" if error else "")
+    return ""
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -413,8 +425,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         if st is None:
             print(f"error: no run {args.cancel!r} in {store.home}", file=sys.stderr)
             return 2
-        print(f"run {args.cancel}: {st}" + (" (cancel requested; it stops within one step)"
-                                            if st == "running" else ""))
+        print(f"run {args.cancel}: {st}" + _cancel_note(store, args.cancel, st))
         return 0
     if args.json:
         runs = store.list_runs(status=args.status, sweep_id=args.sweep, limit=args.limit)
