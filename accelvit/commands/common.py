@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 from tqdm import tqdm
 
-from ..data import DATASETS, DataConfig
+from ..data import DATASETS, ON_BAD_IMAGE, DataConfig
 from ..errors import ConfigError
 from ..layout import CARD_FILE, ONNX_FILE, ONNX_REPORT, SPEC_FILE, TRAIN_METRICS_FILE, WEIGHTS_FILE
 from ..train import TrainProgress
@@ -41,6 +41,8 @@ def add_data_args(p: argparse.ArgumentParser, dataset_required: bool = False) ->
     aug.add_argument("--no-augment", dest="augment", action="store_false",
                      help="no random crop/flip on the training split")
     g.add_argument("--num-workers", type=int, default=0)
+    g.add_argument("--on-bad-image", choices=ON_BAD_IMAGE, default=None,
+                   help="folder data sets: stop and name damaged images (error, default) or leave them out (skip)")
 
 
 def check_img_size_arg(text: str) -> int:
@@ -75,6 +77,7 @@ def data_config_from_args(args: argparse.Namespace, img_size: int, mean=None, st
                       subset=args.subset, eval_subset=args.eval_subset,
                       augment=default_augment(args.dataset) if args.augment is None else args.augment,
                       num_workers=args.num_workers, download=args.download, seed=args.seed,
+                      on_bad_image=getattr(args, "on_bad_image", None) or "error",
                       mean=mean, std=std).validate()
 
 

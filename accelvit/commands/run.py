@@ -60,6 +60,8 @@ def _register_run(sub: argparse._SubParsersAction) -> None:
                      help="random crop/flip on the training split (default: on, except for digits)")
     aug.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop/flip in training")
     g.add_argument("--num-workers", type=int, default=None, help="data loader worker processes")
+    g.add_argument("--on-bad-image", choices=("error", "skip"), default=None,
+                   help="folder data sets: stop and name damaged images (error, default) or leave them out (skip)")
     g = p.add_argument_group("model and baseline")
     g.add_argument("--model", default=None, help="scratch config (swin_pico, swin_micro, swin_small32) or a timm "
                                                  "Swin name (default swin_micro)")
