@@ -254,3 +254,39 @@ def test_an_open_server_without_login_says_so_on_every_page(app_home, monkeypatc
     assert "every network interface" in texts(app().run().warning)
     monkeypatch.setattr(auth, "server_address", lambda: "127.0.0.1")
     assert "open to the network" not in texts(app().run().warning)
+
+
+# ----------------------------------------------------------------------------- a real server
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_fresh_server_with_a_login_shows_only_the_login_page_at_any_url(tmp_path):
+    """``streamlit run app.py`` with ``[auth]``, a fresh run store, and /Experiment as the very first
+    request (the one that used to run the page without app.py): the login page, no run store opened."""
+    pytest.importorskip("playwright")
+    from playwright.sync_api import expect, sync_playwright
+
+    from bench.live_watch import CHROMIUM_ARGS, start_server
+
+    chromium = next((c for c in (os.environ.get("ACCELVIT_CHROMIUM"), "/usr/bin/chromium") if c and
+                     os.access(c, os.X_OK)), None)
+    if chromium is None:
+        pytest.skip("no Chromium binary (apt-get install chromium)")
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text("[auth]\n" + "".join(f'{k} = "{v}"\n' for k, v in AUTH.items()))
+    home = tmp_path / "home"
+    proc, url = start_server(home, tmp_path / "streamlit.log", env={"STREAMLIT_SECRETS_FILES": str(secrets)})
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            for path in ("/Experiment", "/Results", "/"):
+                page.goto(url + path, wait_until="domcontentloaded")
+                expect(page.get_by_text("This dashboard is private. Log in to continue.")).to_be_visible(
+                    timeout=60_000)
+                expect(page.get_by_role("button", name="Log in")).to_be_visible()
+                assert page.get_by_text("Launch").count() == 0 and page.get_by_text("Page not found").count() == 0
+            browser.close()
+        assert not home.exists()  # no job manager, no run store: nothing of the server was read
+    finally:
+        proc.terminate()
+        proc.wait(30)
