@@ -223,7 +223,8 @@ def speedup_figure(metrics: pd.DataFrame, height: int = 400) -> go.Figure:
     devices = {_device_text(d, dv) for d, dv in zip(pts["device_name"], pts["device"])} - {"?"}
     devices = sorted(d for d in devices if not any(e.startswith(d + " ") for e in devices))  # "cpu" in "cpu (...)"
     fig = go.Figure()
-    pts = pts.assign(how=[("timed interleaved with the baseline" if m == INTERLEAVED else
+    pts = pts.assign(name=[plotly_escape(n) for n in pts["name"]],  # run names in the hover: text, never markup
+                     how=[("timed interleaved with the baseline" if m == INTERLEAVED else
                            "from two separate timings (run stored before interleaved timing)")
                           for m in pts["speedup_method"]],
                      where=[_device_text(d, dv) for d, dv in zip(pts["device_name"], pts["device"])],
