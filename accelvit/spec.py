@@ -501,7 +501,7 @@ def check_sparse_index(raw: Any, header: Header, where: str) -> dict[str, tuple[
             raise _fail(where, f"{at}.shape", shape, f"a list of at most {MAX_NDIM} sizes")
         shape_t = tuple(_int(where, f"{at}.shape[{i}]", s, 0) for i, s in enumerate(shape))
         dtype = entry.get("dtype")
-        if dtype not in ITEMSIZE:
+        if not isinstance(dtype, str) or dtype not in ITEMSIZE:
             raise _fail(where, f"{at}.dtype", dtype, f"one of {sorted(ITEMSIZE)}")
         n = math.prod(shape_t)
         refs = {"mask": ("U8", math.ceil(n / 8)), "values": (None, None)}
