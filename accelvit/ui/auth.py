@@ -204,7 +204,13 @@ def require_app_entry() -> None:
     """
     try:
         from streamlit.runtime.pages_manager import PagesManager
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
     except ImportError:  # pragma: no cover - another Streamlit layout (tests/test_privacy.py checks it)
+        return
+    ctx = get_script_run_ctx()
+    # Only a page's script body can be such a run. A widget callback (before the body) or a fragment
+    # rerun belongs to a page already drawn through app.py; a rerun there would drop its action.
+    if ctx is None or not ctx.has_script_started or ctx.fragment_ids_this_run:
         return
     if PagesManager.uses_pages_directory:
         PagesManager.uses_pages_directory = False  # what st.navigation in app.py sets
