@@ -15,8 +15,11 @@ import os
 import pkgutil
 import sys
 
-from . import commands
-from .errors import AccelvitError
+from . import commands, distributed
+from .errors import AccelvitError, ConfigError
+
+#: Subcommands that run under torchrun (distributed data parallel training and finetuning).
+DISTRIBUTED_COMMANDS = ("train", "prune", "run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.home:
         os.environ["ACCELVIT_HOME"] = args.home
     try:
+        _join_process_group(args)
         return int(args.func(args) or 0)
     except AccelvitError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -54,3 +58,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        distributed.teardown()
+
+
+def _join_process_group(args: argparse.Namespace) -> None:
+    """Under torchrun (``torchrun --nproc_per_node N -m accelvit train|prune|run ...``): join the process group
+    and train on this rank's device (``cuda:LOCAL_RANK`` with NCCL, else the CPU with gloo)."""
+    if not distributed.launched():
+        return
+    if args.command not in DISTRIBUTED_COMMANDS:
+        raise ConfigError("command", f"'{args.command}' runs in one process; under torchrun only "
+                                     f"{', '.join(DISTRIBUTED_COMMANDS)} do.")
+    info = distributed.setup(getattr(args, "device", "auto") or "auto")
+    args.device = info.device
+    if info.rank != 0:  # one progress bar and one log for the group, from rank 0 (each rank's digest aside)
+        logging.getLogger().setLevel(logging.WARNING)
+        logging.getLogger(distributed.__name__).setLevel(logging.INFO)
+        if hasattr(args, "no_progress"):
+            args.no_progress = True

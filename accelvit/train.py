@@ -16,8 +16,10 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, DistributedSampler
 
+from . import distributed as D
 from .errors import ConfigError, TrainingError
 from .utils import CancelToken, check_cancel, resolve_device, seed_everything
 
@@ -248,6 +250,11 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, config: TrainConfig, *
     if isinstance(gen, torch.Generator):
         gen.manual_seed(config.seed)
     model.to(device)
+    net: torch.nn.Module = model  # what the batches go through: the model, or its DDP wrapper under torchrun
+    if D.active():
+        if not isinstance(getattr(train_loader, "sampler", None), DistributedSampler):
+            train_loader = D.shard_train_loader(train_loader, config.seed)
+        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * config.epochs
     if config.max_steps is not None:
@@ -275,15 +282,18 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, config: TrainConfig, *
     try:
         for epoch in range(1, config.epochs + 1):
             model.train()
+            D.set_epoch(train_loader, epoch)
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.long)
             seen = 0
             for step, (x, y) in enumerate(train_loader, start=1):
                 check_cancel(cancel, f"training epoch {epoch}, step {step}")
+                if net is not model:  # a cancel reaches rank 0 only: every rank stops at the same step
+                    D.check_cancel_all(cancel, f"training epoch {epoch}, step {step}")
                 x = x.to(device, non_blocking=True)
                 y = y.to(device, non_blocking=True)
                 with _autocast(device, config.amp):
-                    logits = model(x)
+                    logits = net(x)
                     if loss_fn is None:
                         loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
                     else:
@@ -311,7 +321,7 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, config: TrainConfig, *
                 loss_sum += loss.detach() * bs
                 correct += (logits.detach().argmax(1) == y).sum()
                 seen += bs
-                images += bs
+                images += bs * (D.world_size() if net is not model else 1)  # every rank trains a shard alike
                 last = step == steps_per_epoch or global_step == total_steps
                 if not sync_check and (step % progress_every == 0 or last):
                     raise_if_diverged()
@@ -324,6 +334,10 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, config: TrainConfig, *
                         images_per_s=images / max(elapsed, 1e-9), elapsed_s=elapsed))
                 if global_step >= total_steps:
                     break
+            if net is not model:  # the epoch's training loss and accuracy over every rank's batches
+                tot = D.all_reduce_sum(torch.stack([loss_sum.float(), correct.float(),
+                                                    torch.tensor(float(seen), device=device)]))
+                loss_sum, correct, seen = tot[0], tot[1], int(tot[2])
             record: dict[str, Any] = {"epoch": epoch, "train_loss": float(loss_sum) / max(seen, 1),
                                       "train_acc": float(correct) / max(seen, 1),
                                       "lr": optimizer.param_groups[0]["lr"],
@@ -354,18 +368,23 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, config: TrainConfig, *
     return result
 
 
-@torch.inference_mode()
 def predict_logits(model: torch.nn.Module, loader: Iterable, device: str | torch.device = "auto",
                    amp: bool = True, cancel: CancelToken | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """All logits (float32, CPU) and labels of a loader."""
+    """All logits (float32, CPU) and labels of a loader.
+
+    The model is moved to the device *before* inference mode starts: a parameter moved (or cast)
+    inside ``torch.inference_mode`` becomes an inference tensor, and the next finetune of that model
+    would fail with "Inference tensors cannot be saved for backward".
+    """
     dev = resolve_device(device)
     model.to(dev).eval()
     outs, labels = [], []
-    for x, y in loader:
-        check_cancel(cancel, "evaluation")
-        with _autocast(dev, amp):
-            outs.append(model(x.to(dev, non_blocking=True)).float().cpu())
-        labels.append(y.cpu())
+    with torch.inference_mode():
+        for x, y in loader:
+            check_cancel(cancel, "evaluation")
+            with _autocast(dev, amp):
+                outs.append(model(x.to(dev, non_blocking=True)).float().cpu())
+            labels.append(y.cpu())
     if not outs:
         return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
     return torch.cat(outs), torch.cat(labels)
@@ -375,7 +394,17 @@ def evaluate(model: torch.nn.Module, loader: Iterable, device: str | torch.devic
              num_classes: int | None = None, amp: bool = True, cancel: CancelToken | None = None) -> EvalResult:
     """Top-1 / top-5 accuracy (fractions in [0, 1]), mean cross-entropy and per-class accuracy."""
     was_training = model.training
-    logits, y = predict_logits(model, loader, device=device, amp=amp, cancel=cancel)
+    model = getattr(model, "module", model) if isinstance(model, DDP) else model
+    if D.active() and isinstance(loader, DataLoader):
+        # each rank predicts its own disjoint slice; every rank then holds all logits, so the metrics are
+        # exactly those of one process (no padded duplicates, identical on every rank)
+        logits, y = predict_logits(model, D.shard_eval_loader(loader), device=device, amp=amp, cancel=cancel)
+        parts = [None] * D.world_size()
+        torch.distributed.all_gather_object(parts, (logits, y))
+        logits = torch.cat([p[0] for p in parts if p[0].numel()]) if any(p[0].numel() for p in parts) else logits
+        y = torch.cat([p[1] for p in parts])
+    else:
+        logits, y = predict_logits(model, loader, device=device, amp=amp, cancel=cancel)
     if was_training:
         model.train()
     n = int(y.numel())

@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 from tqdm import tqdm
 
+from .. import distributed
 from ..data import DATASETS, ON_BAD_IMAGE, DataConfig
 from ..errors import ConfigError
 from ..layout import CARD_FILE, ONNX_FILE, ONNX_REPORT, SPEC_FILE, TRAIN_METRICS_FILE, WEIGHTS_FILE
@@ -88,6 +89,8 @@ def tqdm_progress(desc: str) -> Iterator:
 
     def callback(p: TrainProgress) -> None:
         nonlocal bar
+        if not distributed.is_main():  # under torchrun one bar, rank 0's
+            return
         if bar is None:
             bar = tqdm(total=p.total_steps, desc=desc, unit="step", dynamic_ncols=True)
         bar.n = p.global_step
@@ -203,3 +206,12 @@ def output_folder(out: Path, overwrite: bool, checkpoint: Path | None = None) ->
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def follow_rank_0(cfg: Any) -> int:
+    """A rank other than 0 under torchrun: run the same Experiment (its collectives pair with rank 0's) with no
+    run store, no artifacts and no output; rank 0 records, saves and prints."""
+    from ..experiment import Experiment
+
+    Experiment(cfg).run()
+    return 0

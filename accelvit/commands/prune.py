@@ -22,13 +22,13 @@ from typing import Any
 
 import torch
 
-from .. import serialize
+from .. import distributed, serialize
 from ..errors import ConfigError
 from ..experiment import Experiment, ExperimentConfig, default_finetune
 from ..metrics import param_counts
 from ..distill import DistillConfig
 from ..prune.config import CRITERIA, IHT_SCOPES, LINEAR_KINDS, RANKINGS, TARGET_RULES, PruneConfig
-from .common import (RunProgressBar, add_data_args, add_output_args, add_runtime_args, check_output_folder,
+from .common import (RunProgressBar, add_data_args, add_output_args, add_runtime_args, check_output_folder, follow_rank_0,
                      data_config_from_args, output_folder)
 
 log = logging.getLogger(__name__)
@@ -150,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoint).expanduser()
     check_output_folder(out, args.overwrite, checkpoint=ckpt)  # before anything runs
     cfg = experiment_config_from_args(args)
+    if not distributed.is_main():  # under torchrun: rank 0 writes --out; the others finetune their shards
+        return follow_rank_0(cfg)
     bar = RunProgressBar(True, "prune")
     try:
         with output_folder(out, args.overwrite, checkpoint=ckpt) as tmp:  # complete, then renamed into place

@@ -25,7 +25,8 @@ from ..data import DATASETS
 from ..errors import ConfigError
 from ..prune.config import CRITERIA, TARGET_RULES
 from ..text import terminal_safe
-from .common import RunProgressBar, check_img_size_arg, default_augment
+from .. import distributed
+from .common import RunProgressBar, check_img_size_arg, default_augment, follow_rank_0
 
 log = logging.getLogger(__name__)
 
@@ -307,6 +308,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..runs.execute import execute
 
     cfg = config_from_args(args)  # ConfigError -> exit 2 before anything runs
+    if not distributed.is_main():  # under torchrun: rank 0 records the run; the others train their shards
+        return follow_rank_0(cfg)
     store = RunStore()
     owner = new_owner("cli")
     run_id, _ = store.create_run(cfg.to_dict(), name=cfg.display_name(), status=RUNNING,

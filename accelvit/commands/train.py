@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from .. import serialize
+from .. import distributed, serialize
 from ..card import write_card
 from ..data import load_data
 from ..models import build_model, model_spec
@@ -55,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
         result = fit(model, data.train, cfg, val_loader=data.val, progress=cb)  # TrainingError if it diverged
     check_finite(model, f"The {args.model} model")  # also with --epochs 0 from weights that were not finite
     ev = evaluate(model, data.test, device=cfg.device, num_classes=data.num_classes)
+    distributed.log_digest(model)  # under torchrun: equal on every rank, DDP keeps the weights in step
+    if not distributed.is_main():  # rank 0 alone writes --out and prints
+        return 0
     meta = {"data": data_cfg.to_dict(), "split": data.split, "train": cfg.to_dict()}
     metrics = {"top1": ev.top1, "top5": ev.top5, "loss": ev.loss, "n_test": ev.n, "per_class": ev.per_class,
                "epochs": result.epochs, "steps": result.steps, "train_seconds": result.train_seconds,

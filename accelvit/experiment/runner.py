@@ -51,6 +51,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch.utils.data import DataLoader
 
+from .. import distributed as D
 from .. import serialize
 from ..data import load_data
 from ..distill import DistillLoss
@@ -59,10 +60,10 @@ from ..fileio import to_jsonable
 from ..metrics import compare, measure
 from ..models import build_model, model_spec
 from ..prune import make_iht_hook, prune
-from ..prune.structure import is_pruned
+from ..prune.structure import broadcast_pruned, is_pruned
 from ..train import TrainProgress, check_finite, evaluate, fit
 from ..utils import CancelToken, check_cancel, resolve_device, seed_everything
-from .baselines import load_cached, save_cached
+from .baselines import cache_path, load_cached, save_cached
 from .config import ExperimentConfig
 from .events import (STAGES, Artifact, ErrorEvent, Event, EventCallback, Metrics, Progress, StageFinished,
                      StageStarted, WarningEvent, describe_error)
@@ -231,6 +232,8 @@ class Experiment:
             raise
         finally:
             self._stage = None
+        if self.model is not None:  # under torchrun: equal on every rank, DDP keeps the weights in step
+            D.log_digest(self.model)
         return ExperimentResult(config=self.config.to_dict(), metrics=self.metrics, prune_report=self.prune_report,
                                 artifacts=self.artifacts, baseline=self.baseline_info, timings=self.timings,
                                 model=self.model, baseline_model=self.baseline_model)
@@ -291,8 +294,11 @@ class Experiment:
                 model, info = self._train_baseline()
                 meta = {"baseline_key": key, "data": self.data_cfg.to_dict(), "split": self.data.split,
                         "config": self.config.to_dict()}
-                path = save_cached(model, key, info, class_names=self.data.class_names, meta=meta,
-                                             home=self.home, warn=self.warn)
+                if D.is_main():  # under torchrun every rank trained the same weights; rank 0 caches them
+                    path = save_cached(model, key, info, class_names=self.data.class_names, meta=meta,
+                                       home=self.home, warn=self.warn)
+                else:
+                    path = cache_path(key, self.home)
                 self.baseline_info = {**info, "path": str(path), "baseline_key": key}
         self.emit(Artifact(name="baseline", path=self.baseline_info["path"], type="model", stage="baseline"))
         self.baseline_model = model.to(self.device).eval()
@@ -334,7 +340,8 @@ class Experiment:
         check_cancel(self.cancel, f"the {stage} stage")
         metrics: dict[str, Any] = {"top1": ev.top1, "top5": ev.top5, "loss": ev.loss, "n": ev.n}
         cost = self._measure_cost_fn or self.measure_cost
-        metrics.update(cost(model, dev))
+        if D.is_main():  # FLOPs, bytes and latency once, on rank 0 (the other ranks wait at the next collective)
+            metrics.update(cost(model, dev))
         model.to(dev).eval()
         metrics["per_class"] = ev.per_class
         self.metrics[stage] = metrics
@@ -431,12 +438,19 @@ class Experiment:
             self.teacher = copy.deepcopy(self.baseline_model).eval() if self.distills else None
             model, self.baseline_model = self.baseline_model, None
         pc = self.cfg.prune
+        if D.active() and pc.prune_steps > 1:
+            raise ConfigError("prune.prune_steps", "gradual pruning (prune_steps > 1) interleaves pruning on one "
+                                                   "process with finetunes on all of them and is not supported under "
+                                                   "torchrun yet; use prune_steps 1 or run in one process.")
         if pc.prune_steps > 1:  # validation: only with target_flops
             model, self.prune_report = self._prune_gradually(model)
-        else:
+        elif D.is_main():  # under torchrun: scoring, surgery and the FLOP search on rank 0 only
             model, report = prune(model, pc, self.calibration_loader(),
                                   progress=self.generic_progress("prune"), cancel=self.cancel)
             self.prune_report = report.to_dict()
+        if D.active():  # every rank gets rank 0's pruned structure and weights before the finetune
+            model = broadcast_pruned(model.to(self.device))
+            self.prune_report = D.broadcast_object(self.prune_report)
         self.model = model.to(self.device).eval()
         return self.prune_report
 
@@ -579,6 +593,8 @@ class Experiment:
     def stage_save(self) -> dict[str, Any]:
         if self.artifact_dir is None:
             return {"skipped": True, "reason": "no artifact folder given"}
+        if not D.is_main():
+            return {"skipped": True, "reason": f"rank {D.rank()}: only rank 0 saves"}
         out = self.artifact_dir
         out.mkdir(parents=True, exist_ok=True)
         summary = {s: {k: v for k, v in m.items() if k != "per_class"} for s, m in self.metrics.items()}

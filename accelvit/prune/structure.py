@@ -132,3 +132,18 @@ def apply_structure(model: nn.Module, structure: dict[str, Any]) -> None:
     except AccelvitError as exc:
         raise CheckpointError(f"The pruned structure cannot be rebuilt: {exc}") from exc
     model.train(model.training)  # new modules follow the model's mode
+
+
+def broadcast_pruned(model: nn.Module, src: int = 0) -> nn.Module:
+    """Under torchrun: make every rank's ``model`` equal rank ``src``'s pruned one. The structure (heads kept,
+    MLP widths, low-rank factors) is sent and re-applied first, so the shapes agree; then every parameter
+    and buffer is broadcast. The model itself, unchanged, in one process."""
+    from .. import distributed as D
+
+    if not D.active():
+        return model
+    structure = D.broadcast_object(describe_structure(model) if D.rank() == src else None, src)
+    if D.rank() != src:
+        apply_structure(model, structure)
+    D.broadcast_tensors(model, src)
+    return model
