@@ -108,3 +108,34 @@ def test_bad_train_config_names_the_field(field, value):
     with pytest.raises(ConfigError) as e:
         TrainConfig(**{field: value}).validate()
     assert e.value.field == field
+
+
+def test_finetune_after_evaluating_with_a_device_move():
+    """``predict_logits`` moves the model before inference mode: on a GPU the move makes new parameter
+    tensors, and made inside ``torch.inference_mode`` they are inference tensors that the next finetune
+    cannot save for backward. Reproduced on the CPU with a model whose ``.to`` casts (makes new tensors)."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from accelvit.train import TrainConfig, evaluate, fit
+
+    class Moves(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 3)
+
+        def to(self, *args, **kwargs):  # what a CPU -> CUDA move does: new parameter tensors
+            self.lin.weight = torch.nn.Parameter(self.lin.weight.detach().double().float())
+            self.lin.bias = torch.nn.Parameter(self.lin.bias.detach().double().float())
+            return super().to(*args, **kwargs)
+
+        def forward(self, x):
+            return self.lin(x)
+
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(16, 4), torch.randint(0, 3, (16,)))
+    loader = DataLoader(data, batch_size=8)
+    model = Moves()
+    evaluate(model, loader, device="cpu")
+    assert not model.lin.weight.is_inference()
+    fit(model, loader, TrainConfig(epochs=1, device="cpu", warmup_frac=0.0))  # raised before the fix
