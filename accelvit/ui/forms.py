@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +23,11 @@ from ..data import DataConfig, missing_data_files
 from ..distill import DistillConfig
 from ..errors import AccelvitError, ConfigError, InputError
 from ..experiment.config import FINETUNE_DEFAULTS, default_finetune
-from ..fileio import atomic_write_bytes
-from ..paths import DATA_ROOTS_ENV, check_allowed, describe_roots, uploads_dir
+from ..paths import DATA_ROOTS_ENV, check_allowed, describe_roots
 from ..prune.config import PruneConfig
 from ..serialize import SPEC_FILE, WEIGHTS_FILE
 from ..train import TrainConfig
+from ..uploads import store_upload
 
 # ----------------------------------------------------------------------------- choices
 DATASET_LABELS = {
@@ -496,11 +495,6 @@ def save_weights_upload(name: str, data: bytes, home: str | Path, max_bytes: int
         raise InputError(f"{name} is empty.")
     if len(data) > max_bytes:
         raise InputError(f"{name} is {len(data) / 1e6:.0f} MB; at most {max_bytes / 1e6:.0f} MB is accepted.")
-    digest = hashlib.sha256(data).hexdigest()[:16]
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(name).name)
-    out = uploads_dir(home) / f"{digest}-{safe}"
-    if not out.exists():
-        atomic_write_bytes(out, data)
-    return out
+    return store_upload(name, data, home)  # accelvit.uploads: the folder's quota, oldest/aged files cleaned up
 
 
