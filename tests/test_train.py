@@ -35,20 +35,25 @@ def digits16():
     return load_data(DataConfig(dataset="digits", img_size=16, batch_size=64))
 
 
-def test_fit_learns_digits(digits16):
-    # swin_micro at 16 px; the app's default (32 px, 20 epochs) is measured in the README.
+def test_fit_learns_digits(digits16, digits_baseline):
+    # Learning: the session's shared swin_micro (16 px, 8 epochs of this fit, conftest.digits_baseline)
+    # reaches a real accuracy on the held-out test split. The app's default (32 px, 20 epochs) is measured
+    # in the README.
+    _model, data, top1, _ckpt = digits_baseline
+    assert top1 >= 0.9, top1
+    # The loop's bookkeeping, on a short run: hooks every step, history, progress, evaluation
     torch.manual_seed(0)
-    model = build_model("swin_micro", 10, img_size=16)
+    model = build_model("swin_pico", 10)
     rec = Recorder()
     seen = []
-    res = fit(model, digits16.train, TrainConfig(epochs=12, lr=2e-3, device="cpu"), val_loader=digits16.val,
+    res = fit(model, digits16.train, TrainConfig(epochs=3, lr=3e-3, device="cpu"), val_loader=digits16.val,
               hooks=[rec], progress=seen.append)
     ev = evaluate(model, digits16.test, device="cpu")
-    assert ev.top1 >= 0.85, ev
+    assert ev.top1 > 0.15, ev  # above chance (0.1) after 3 short epochs of a tiny model (seeded: 0.20)
     assert ev.top5 >= ev.top1 and ev.n == digits16.split["test"] and len(ev.per_class) == 10
-    assert res.epochs == 12 and res.steps == rec.total == len(rec.steps) == 12 * len(digits16.train)
+    assert res.epochs == 3 and res.steps == rec.total == len(rec.steps) == 3 * len(digits16.train)
     assert rec.steps == list(range(1, res.steps + 1)) and rec.ended
-    assert res.history[-1]["val_top1"] > 0.8
+    assert res.history[-1]["val_top1"] > 0.15
     assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
     assert seen[-1].epoch_end and seen[-1].images_per_s > 0 and 0 < seen[-1].lr
 
