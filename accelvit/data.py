@@ -545,7 +545,10 @@ def load_data(cfg: DataConfig, progress: Callable[[float, str], None] | None = N
     split.update(train=len(train_ds), val=len(val_ds), test=len(test_ds))
     tell(0.9, "building the data loaders")
     gen = seed_everything(cfg.seed)
-    common = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+    # pinned host memory when a CUDA device can take the batches: then ``.to(device, non_blocking=True)`` overlaps
+    # the copy with compute instead of being a plain synchronous copy
+    common = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
+                  pin_memory=torch.cuda.is_available())
     train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train_ds) > cfg.batch_size,
                               generator=gen, **common)
     val_loader = DataLoader(val_ds, batch_size=cfg.batch_size * 2, shuffle=False, **common)

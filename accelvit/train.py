@@ -43,7 +43,7 @@ class TrainConfig:
         min_lr_ratio: final lr as a fraction of ``lr`` for the cosine schedule.
         label_smoothing: cross-entropy label smoothing.
         grad_clip: max gradient norm; 0 or None disables clipping.
-        amp: bf16 autocast on CUDA (ignored on other devices).
+        amp: autocast on CUDA: bf16 where the GPU supports it, else fp16 with loss scaling (ignored elsewhere).
         device: ``auto`` (cuda, then mps, then cpu), or a torch device string.
         seed: seeds weights-independent randomness (shuffling, augmentation, dropout).
         max_steps: stop after this many optimizer steps in total (None: no limit).
@@ -222,8 +222,17 @@ def _diverged(value: float, global_step: int, steps_per_epoch: int, total_steps:
         + ("." if config.grad_clip else " and gradient clipping (grad_clip 1.0)."))
 
 
+def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    """The autocast dtype of ``fit``/``evaluate`` on ``device``: bf16 on a CUDA device that supports it,
+    else fp16 (``fit`` then scales the loss with a GradScaler); None (fp32) off CUDA or with ``amp`` off."""
+    if not amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def _autocast(device: torch.device, amp: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+    dtype = amp_dtype(device, amp)
+    return torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def fit(model: torch.nn.Module, train_loader: DataLoader, config: TrainConfig, *,
@@ -265,6 +274,8 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, config: TrainConfig, *
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.999))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total_steps, config.warmup_frac, config.schedule, config.min_lr_ratio))
+    # fp16 autocast (a GPU without bf16) needs loss scaling; bf16 and fp32 do not (the scaler is then a no-op)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(device, config.amp) == torch.float16)
     for h in hooks:
         h.on_fit_start(model, optimizer, total_steps)
     start = time.perf_counter()
@@ -307,12 +318,14 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, config: TrainConfig, *
                     first_bad = torch.where(fresh, global_step + 1, first_bad)
                     bad_loss = torch.where(fresh, lv.float(), bad_loss)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)  # hooks (IHT) and clipping see the true gradients
                 for h in hooks:
                     h.on_before_step(model, optimizer, global_step + 1)
                 if config.grad_clip:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
+                scaler.step(optimizer)  # skips the step when fp16 gradients overflowed
+                scaler.update()
                 scheduler.step()
                 global_step += 1
                 for h in hooks:

@@ -27,7 +27,7 @@ from ..errors import ConfigError
 from ..experiment import Experiment, ExperimentConfig, default_finetune
 from ..metrics import param_counts
 from ..distill import DistillConfig
-from ..prune.config import CRITERIA, IHT_SCOPES, LINEAR_KINDS, RANKINGS, TARGET_RULES, PruneConfig
+from ..prune.config import CRITERIA, IHT_PATTERNS, IHT_SCOPES, LINEAR_KINDS, RANKINGS, TARGET_RULES, PruneConfig
 from .common import (RunProgressBar, add_data_args, add_output_args, add_runtime_args, check_output_folder, follow_rank_0,
                      data_config_from_args, output_folder)
 
@@ -83,6 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--iht-ramp-frac", type=float, default=PruneConfig.iht_ramp_frac,
                    help="fraction of steps of the cubic ramp")
     g.add_argument("--iht-scope", choices=IHT_SCOPES, default="layer")
+    g.add_argument("--iht-pattern", choices=IHT_PATTERNS, default="unstructured",
+                   help="2:4: exactly 2 nonzeros in every 4 consecutive weights (needs --sparsity 0.5), the "
+                        "pattern NVIDIA sparse tensor cores run")
     g.add_argument("--iht-layers", type=_kinds, default=("qkv", "proj", "fc1", "fc2"))
     g.add_argument("--calib-batches", type=int, default=8, help="calibration batches (taylor, activation-aware)")
     g = p.add_argument_group("finetuning")
@@ -111,7 +114,8 @@ def prune_config_from_args(args: argparse.Namespace) -> PruneConfig:
         mlp_ranking=args.mlp_ranking, rank_ratio=args.rank_ratio, energy=args.energy,
         activation_aware=args.activation_aware, svd_damping=args.svd_damping, svd_layers=tuple(args.svd_layers),
         sparsity=args.sparsity, iht_interval=args.iht_interval, iht_ramp_frac=args.iht_ramp_frac,
-        iht_scope=args.iht_scope, iht_layers=tuple(args.iht_layers), calib_batches=args.calib_batches,
+        iht_scope=args.iht_scope, iht_pattern=args.iht_pattern, iht_layers=tuple(args.iht_layers),
+        calib_batches=args.calib_batches,
         seed=args.seed, target_flops=args.target_flops, target_rule=args.target_rule,
         prune_steps=args.prune_steps).validate()
 

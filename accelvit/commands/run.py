@@ -23,7 +23,7 @@ from typing import Any
 
 from ..data import DATASETS
 from ..errors import ConfigError
-from ..prune.config import CRITERIA, TARGET_RULES
+from ..prune.config import CRITERIA, IHT_PATTERNS, TARGET_RULES
 from ..text import terminal_safe
 from .. import distributed
 from .common import RunProgressBar, check_img_size_arg, default_augment, follow_rank_0
@@ -81,6 +81,8 @@ def _register_run(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--energy", type=float, default=None, help="SVD: fraction of spectral energy kept")
     g.add_argument("--activation-aware", action="store_true", default=None, help="activation-aware SVD")
     g.add_argument("--sparsity", type=float, default=None, help="IHT: final fraction of zero weights")
+    g.add_argument("--iht-pattern", choices=IHT_PATTERNS, default=None,
+                   help="2:4: exactly 2 nonzeros in every 4 consecutive weights (needs --sparsity 0.5)")
     g.add_argument("--target-flops", type=float, default=None,
                    help="reach this fraction of the dense FLOPs (e.g. 0.5) by searching the ratios; ratios "
                         "given set the direction of the search")
@@ -184,6 +186,7 @@ def config_from_args(args: argparse.Namespace):
         "train.lr": args.lr, "prune.head_ratio": args.head_ratio, "prune.head_criterion": args.head_criterion,
         "prune.mlp_ratio": args.mlp_ratio, "prune.mlp_criterion": args.mlp_criterion, "prune.rank_ratio": args.rank_ratio, "prune.energy": args.energy,
         "prune.activation_aware": args.activation_aware, "prune.sparsity": args.sparsity,
+        "prune.iht_pattern": args.iht_pattern,
         "prune.target_flops": args.target_flops, "prune.target_rule": args.target_rule,
         "prune.prune_steps": args.prune_steps, "distill.alpha": args.kd_alpha,
         "distill.temperature": args.kd_temperature,

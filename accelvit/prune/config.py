@@ -14,6 +14,9 @@ CRITERIA = ("taylor", "taylor_signed", "l1", "random")
 DATA_CRITERIA = ("taylor", "taylor_signed")
 RANKINGS = ("global", "uniform")
 IHT_SCOPES = ("layer", "global")
+#: ``unstructured``: any entries; ``2:4``: exactly 2 nonzeros in every group of 4 consecutive inputs of a row
+#: (NVIDIA's semi-structured sparsity, which sparse tensor cores run about twice as fast on Ampere and newer).
+IHT_PATTERNS = ("unstructured", "2:4")
 TARGET_RULES = ("sensitivity", "uniform")
 #: Names of the linear layers SVD / IHT may touch (the last part of the module path;
 #: ``reduction`` is the patch-merging projection, ``head`` the classifier ``head.fc``).
@@ -51,6 +54,10 @@ class PruneConfig:
             from 1 to ``1 - sparsity``; masks are frozen afterwards, and the remaining steps
             (half of them by default) finetune the final sparse weights.
         iht_scope: ``layer`` (every layer reaches the target) or ``global`` (one threshold).
+        iht_pattern: ``unstructured`` (any entries) or ``2:4`` (2 nonzeros in every group of 4 consecutive
+            weights of a row, the pattern ``torch.sparse.to_sparse_semi_structured`` runs on NVIDIA sparse
+            tensor cores; needs ``sparsity`` 0.5 and scope ``layer``; the ramp's intermediate masks are
+            unstructured, the final one is 2:4; a layer whose input width is not a multiple of 4 stays unstructured).
         iht_layers: linear kinds IHT sparsifies (both factors of low-rank layers included).
         calib_batches: calibration batches used by ``taylor`` and activation-aware SVD.
         seed: seeds the ``random`` criterion.
@@ -81,6 +88,7 @@ class PruneConfig:
     iht_interval: int = 16
     iht_ramp_frac: float = 0.5
     iht_scope: str = "layer"
+    iht_pattern: str = "unstructured"
     iht_layers: tuple[str, ...] = DEFAULT_LINEARS
     calib_batches: int = 8
     seed: int = 0
@@ -134,6 +142,13 @@ class PruneConfig:
         if not _is_number(self.iht_ramp_frac) or not 0 <= self.iht_ramp_frac <= 1:
             raise ConfigError("iht_ramp_frac", f"must be in [0, 1], got {self.iht_ramp_frac!r}.")
         _choice("iht_scope", self.iht_scope, IHT_SCOPES)
+        _choice("iht_pattern", self.iht_pattern, IHT_PATTERNS)
+        if self.iht_pattern == "2:4":
+            if self.sparsity != 0.5:
+                raise ConfigError("iht_pattern", f"2:4 keeps exactly 2 of every 4 weights, so sparsity must be 0.5, "
+                                                 f"got {self.sparsity!r}.")
+            if self.iht_scope != "layer":
+                raise ConfigError("iht_pattern", "2:4 is a per-row pattern; it needs iht_scope 'layer'.")
         _kinds("iht_layers", self.iht_layers)
         if self.sparsity > 0 and not self.iht_layers:
             raise ConfigError("sparsity", f"sparsity {self.sparsity} was asked for but iht_layers is empty, so no "

@@ -87,6 +87,18 @@ def topk_mask(w: torch.Tensor, keep: int) -> torch.Tensor:
     return mask.view_as(w)
 
 
+def nm_mask(w: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
+    """Boolean mask keeping the ``n`` largest-magnitude entries of every group of ``m`` consecutive entries
+    along the last dimension (a weight's inputs): ``n:m`` semi-structured sparsity. The last dimension must
+    be a multiple of ``m``; ties keep the earlier entry (topk is stable on equal magnitudes here)."""
+    if w.shape[-1] % m:
+        raise ConfigError("iht_pattern", f"{n}:{m} needs the input width to be a multiple of {m}, got {w.shape[-1]}.")
+    groups = w.detach().abs().reshape(-1, m)
+    keep = torch.zeros_like(groups, dtype=torch.bool)
+    keep.scatter_(1, torch.topk(groups, n, dim=1, sorted=False).indices, True)
+    return keep.view_as(w)
+
+
 def global_masks(weights: list[torch.Tensor], density: float,
                  floor: float = GLOBAL_DENSITY_FLOOR) -> list[torch.Tensor]:
     """Masks keeping exactly ``round(density * total)`` entries of all ``weights`` together,
@@ -112,7 +124,7 @@ class IHTHook(TrainHook):
     """IHT with dense shadow weights on a cubic density schedule. See the module doc."""
 
     def __init__(self, param_names: list[str], sparsity: float, interval: int, ramp_frac: float,
-                 scope: str = "layer"):
+                 scope: str = "layer", pattern: str = "unstructured"):
         if not param_names:
             raise ConfigError("sparsity", "no layer is eligible for IHT.")
         self.param_names = list(param_names)
@@ -120,6 +132,7 @@ class IHTHook(TrainHook):
         self.interval = int(interval)
         self.ramp_frac = float(ramp_frac)
         self.scope = scope
+        self.pattern = pattern
         self.masks: dict[str, torch.Tensor] = {}
         self.shadows: dict[str, torch.Tensor] = {}
         self.ramp_steps = 0
@@ -243,7 +256,7 @@ class IHTHook(TrainHook):
             self.shadows = {n: p.detach().float().clone() for n, p in self._params.items()}
         names = list(self._params)
         if self.scope == "layer":
-            new = [topk_mask(self._source(n), int(round(density * self._params[n].numel()))) for n in names]
+            new = [self._layer_mask(n, density) for n in names]
         else:
             new = global_masks([self._source(n) for n in names], density)
         regrown = 0
@@ -257,6 +270,13 @@ class IHTHook(TrainHook):
             self._zero_state(p, stale)
             self.masks[n] = mask
         self._regrown = self._regrown + regrown
+
+    def _layer_mask(self, name: str, density: float) -> torch.Tensor:
+        """One weight's mask at ``density``: its largest entries, or 2:4 once the density has reached 0.5."""
+        src = self._source(name)
+        if self.pattern == "2:4" and density <= 0.5 + 1e-9 and src.shape[-1] % 4 == 0:
+            return nm_mask(src, 2, 4)
+        return topk_mask(src, int(round(density * self._params[name].numel())))
 
     def _zero_state(self, p: torch.Tensor, where: torch.Tensor) -> None:
         if self._optimizer is None:
@@ -305,7 +325,7 @@ class IHTHook(TrainHook):
         return int(self._regrown)
 
     def state(self) -> dict[str, Any]:
-        out = {"sparsity": self.sparsity, "scope": self.scope, "interval": self.interval,
+        out = {"sparsity": self.sparsity, "scope": self.scope, "pattern": self.pattern, "interval": self.interval,
                "ramp_steps": self.ramp_steps, "total_steps": self.total_steps, "updates": self.updates,
                "frozen": self.frozen, "targets": len(self.param_names), "regrown": self.regrown}
         if self.scope == "global":
@@ -322,6 +342,45 @@ def make_iht_hook(model: nn.Module, config: PruneConfig) -> IHTHook | None:
     if not names:
         raise ConfigError("sparsity", f"sparsity {config.sparsity} was asked for but the model has no linear layer "
                                       f"of the kinds {list(config.iht_layers)}; change iht_layers.")
-    hook = IHTHook(names, config.sparsity, config.iht_interval, config.iht_ramp_frac, config.iht_scope)
+    hook = IHTHook(names, config.sparsity, config.iht_interval, config.iht_ramp_frac, config.iht_scope,
+                   config.iht_pattern)
     hook._bind(model)
     return hook
+
+
+def is_2_4(w: torch.Tensor) -> bool:
+    """Whether every group of 4 consecutive entries of every row of ``w`` has at most 2 nonzeros."""
+    if w.shape[-1] % 4:
+        return False
+    return bool(((w.detach().reshape(-1, 4) != 0).sum(1) <= 2).all())
+
+
+def to_semi_structured(model: nn.Module, dtype: torch.dtype = torch.float16) -> list[str]:
+    """Convert every 2:4-sparse linear weight of ``model`` (on a CUDA device) to
+    ``torch.sparse.to_sparse_semi_structured`` in ``dtype``, so its matrix products run on sparse tensor cores.
+
+    Needs an NVIDIA GPU of compute capability 8.0 or newer (Ampere+); the model must be on it in ``dtype``.
+    Returns the converted weights' names. Weights that are not 2:4, or whose shapes the kernels do not take,
+    stay dense. Inference only: the converted model is not trained further.
+    """
+    from torch.sparse import to_sparse_semi_structured
+
+    if not torch.cuda.is_available():
+        raise ConfigError("device", "2:4 semi-structured kernels need an NVIDIA GPU (compute capability 8.0 or newer); "
+                                    "this machine has no CUDA device.")
+    major, _minor = torch.cuda.get_device_capability()
+    if major < 8:
+        raise ConfigError("device", f"2:4 semi-structured kernels need compute capability 8.0 or newer, this GPU has "
+                                    f"{major}.x.")
+    done = []
+    for name, mod in model.named_modules():
+        if not isinstance(mod, nn.Linear) or not is_2_4(mod.weight):
+            continue
+        w = mod.weight.detach().to(device="cuda", dtype=dtype)
+        try:
+            mod.weight = nn.Parameter(to_sparse_semi_structured(w), requires_grad=False)
+        except (RuntimeError, ValueError) as exc:  # a shape the kernels do not take: keep it dense
+            log.info("%s stays dense for 2:4 kernels: %s", name, exc)
+            continue
+        done.append(f"{name}.weight")
+    return done
