@@ -126,11 +126,32 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def check_world(processes: int) -> None:
+    """ConfigError unless this process fits a run asking for ``processes`` (``ExperimentConfig.processes``):
+    1 runs in whatever torchrun started (or alone); N > 1 needs a torchrun group of exactly N."""
+    world = int(os.environ.get("WORLD_SIZE", "1")) if launched() else 1
+    if processes == 1 or processes == world:
+        return
+    if world == 1:
+        raise ConfigError("processes", f"{processes} processes were asked for, but this is one process; start it "
+                                       f"with torchrun (torchrun --nproc_per_node {processes} -m accelvit run ...; "
+                                       "the dashboard's job manager does that itself), or set processes to 1.")
+    raise ConfigError("processes", f"{processes} processes were asked for, but torchrun started {world}; start it "
+                                   f"with --nproc_per_node {processes}, or leave processes at 1 (as many as "
+                                   "torchrun starts).")
+
+
 def check_cancel_all(token: Any, where: str) -> None:
-    """Raise Cancelled on every rank when any rank's cancel token is set (rank 0 holds the run's token)."""
+    """Raise Cancelled on every rank when any rank's cancel token is set (rank 0 holds the run's token).
+
+    A collective: under torchrun every rank must call it at the same point (a cancel point of code that
+    all ranks run alike: each training step, each stage boundary); in one process it is a plain check.
+    """
     from .errors import Cancelled
 
     if not active():
+        if token is not None:
+            token.raise_if_cancelled(where)
         return
     flag = torch.tensor([1.0 if token is not None and token.cancelled else 0.0],
                         device="cuda" if dist.get_backend() == "nccl" else "cpu")

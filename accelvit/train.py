@@ -298,9 +298,11 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, config: TrainConfig, *
             correct = torch.zeros((), device=device, dtype=torch.long)
             seen = 0
             for step, (x, y) in enumerate(train_loader, start=1):
-                check_cancel(cancel, f"training epoch {epoch}, step {step}")
-                if net is not model:  # a cancel reaches rank 0 only: every rank stops at the same step
+                if net is not model:  # a cancel reaches rank 0 only: every rank stops at the same step (a check
+                    # of rank 0's token alone would stop rank 0 and leave the others waiting in the next collective)
                     D.check_cancel_all(cancel, f"training epoch {epoch}, step {step}")
+                else:
+                    check_cancel(cancel, f"training epoch {epoch}, step {step}")
                 x = x.to(device, non_blocking=True)
                 y = y.to(device, non_blocking=True)
                 with _autocast(device, config.amp):
@@ -411,9 +413,11 @@ def evaluate(model: torch.nn.Module, loader: Iterable, device: str | torch.devic
     if D.active() and isinstance(loader, DataLoader):
         # each rank predicts its own disjoint slice; every rank then holds all logits, so the metrics are
         # exactly those of one process (no padded duplicates, identical on every rank)
-        logits, y = predict_logits(model, D.shard_eval_loader(loader), device=device, amp=amp, cancel=cancel)
+        # (the slices may differ by a batch, so a cancel is checked once, by every rank, after the gather)
+        logits, y = predict_logits(model, D.shard_eval_loader(loader), device=device, amp=amp)
         parts = [None] * D.world_size()
         torch.distributed.all_gather_object(parts, (logits, y))
+        D.check_cancel_all(cancel, "evaluation")
         logits = torch.cat([p[0] for p in parts if p[0].numel()]) if any(p[0].numel() for p in parts) else logits
         y = torch.cat([p[1] for p in parts])
     else:

@@ -12,7 +12,7 @@ from accelvit.runs import ACTIVE, run_to_watch, watched_runs
 from accelvit.serialize import SPEC_FILE, WEIGHTS_FILE
 from accelvit.ui import forms, tables
 from accelvit.ui.live import render_live
-from accelvit.ui.state import PAGE_ICON, device_choices, manager, remember_submit, submit_key
+from accelvit.ui.state import PAGE_ICON, device_choices, manager, process_limit, remember_submit, submit_key
 
 st.set_page_config(page_title="accelvit · Experiment", page_icon=PAGE_ICON, layout="wide")
 mgr = manager()
@@ -131,6 +131,10 @@ with st.container(border=True):
     with t5:
         st.selectbox("Device", device_choices(), key=P + "device")
         slot("device")
+        if process_limit() > 1:  # several GPUs, or several CPU cores: a run may train in several processes
+            st.number_input("Processes", min_value=1, max_value=process_limit(), step=1, value=None,
+                            key=P + "processes", help=forms.PROCESSES_HELP)
+            slot("processes")
 
 # ----------------------------------------------------------------------------- pruning
 with st.container(border=True):

@@ -311,6 +311,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..runs.execute import execute
 
     cfg = config_from_args(args)  # ConfigError -> exit 2 before anything runs
+    distributed.check_world(cfg.processes)  # --set processes=2 without torchrun: say how to start it
     if not distributed.is_main():  # under torchrun: rank 0 records the run; the others train their shards
         return follow_rank_0(cfg)
     store = RunStore()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import serialize
+from .. import distributed, serialize
 from ..data import DATASETS, DataConfig
 from ..distill import DistillConfig
 from ..errors import CheckpointError, ConfigError, reject_unknown
@@ -41,6 +41,8 @@ MAX_IMG_SIZE = 512
 MAX_SWEEP_RUNS = 300
 #: The largest seed: numpy seeds are 32-bit.
 MAX_SEED = 2**32 - 1
+#: The most processes one run may train in (``processes``): a torchrun group on one machine.
+MAX_PROCESSES = 64
 #: Sub-config fields the experiment sets from its own ``seed`` / ``device`` (see ``ExperimentConfig.effective``):
 #: naming them in ``--set`` or a sweep would be overwritten, so that is refused with a pointer to the real one.
 DERIVED_FIELDS = {f"{sub}.seed": "seed" for sub in ("data", "train", "finetune", "prune")} | {
@@ -196,6 +198,15 @@ class ExperimentConfig:
             split: a seed sweep repeats the whole experiment.
         measure_latency: time the model in before / pruned / after (slow for big models on a CPU).
         control: also finetune the unpruned baseline for the same epochs (a fair reference).
+        processes: how many processes train it together with distributed data parallel (1 to
+            ``MAX_PROCESSES``; default 1, one process). Above 1 the run must be started by torchrun
+            (``torchrun --nproc_per_node N -m accelvit run ...``; the dashboard's job manager does that
+            itself): each process reads its shard of the training data and ``data.batch_size`` is the
+            *global* batch, split evenly over the processes (so it must be a multiple of them), so the
+            learning-rate schedule counts the same steps as in one process. gloo on the CPU, NCCL on
+            CUDA (one GPU per process: at most as many as the machine has). Under torchrun, 1 means
+            "as many as torchrun started"; any other value must equal torchrun's world size. Not part
+            of :meth:`baseline_key`: the recipe (global batch, steps) is the same in any number of processes.
     """
 
     name: str = ""
@@ -212,6 +223,7 @@ class ExperimentConfig:
     seed: int = 0
     measure_latency: bool = True
     control: bool = False
+    processes: int = 1
 
     # ------------------------------------------------------------------ effective sub-configs
     def effective(self) -> "ExperimentConfig":
@@ -317,7 +329,35 @@ class ExperimentConfig:
         resolve_device(self.device)  # ConfigError("device", ...)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed <= MAX_SEED:
             raise ConfigError("seed", f"must be a whole number from 0 to {MAX_SEED}, got {_short(self.seed)}.")
+        self._check_processes()
         return self
+
+    def _check_processes(self) -> None:
+        n = self.processes
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_PROCESSES:
+            raise ConfigError("processes", f"must be a whole number from 1 to {MAX_PROCESSES}, got {_short(n)}.")
+        if n == 1:
+            return
+        if self.data.batch_size % n:
+            raise ConfigError("processes", f"the batch size {self.data.batch_size} is the global batch, split evenly "
+                                           f"over the processes; {n} processes need a batch size that is a multiple "
+                                           f"of {n} (e.g. {self.data.batch_size - self.data.batch_size % n or n}).")
+        if distributed.launched():  # a rank's own config: its device is cuda:LOCAL_RANK (or the CPU), set by setup
+            return
+        dev = resolve_device(self.device)
+        if dev.type == "cuda":
+            import torch
+
+            count = torch.cuda.device_count()
+            if dev.index is not None:
+                raise ConfigError("processes", f"device {self.device!r} names one GPU, but {n} processes need one "
+                                               "GPU each; set the device to auto or cuda (process i uses cuda:i).")
+            if n > count:
+                raise ConfigError("processes", f"{n} processes need one GPU each, but this machine has {count}; "
+                                               f"use at most {count} processes, or the CPU (device cpu).")
+        elif dev.type != "cpu":
+            raise ConfigError("processes", f"distributed training runs on CUDA GPUs (NCCL) or the CPU (gloo), not "
+                                           f"on {dev.type}; set processes to 1 or the device to cpu.")
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
@@ -328,7 +368,7 @@ class ExperimentConfig:
             "train": e.train.to_dict(), "finetune": e.finetune.to_dict(), "distill": self.distill.to_dict(),
             "prune": e.prune.to_dict(),
             "device": self.device, "seed": self.seed, "measure_latency": self.measure_latency,
-            "control": self.control,
+            "control": self.control, "processes": self.processes,
         }
 
     @classmethod

@@ -211,10 +211,11 @@ class Experiment:
     def run(self) -> ExperimentResult:
         """Run every stage. Raises Cancelled when cancelled, or the stage's error."""
         self.config.validate()
+        D.check_world(self.config.processes)  # processes > 1 only in a torchrun group of that size
         self.cfg = self.config.effective()
         try:
             for i, stage in enumerate(self.stages):
-                check_cancel(self.cancel, f"before the {stage} stage")
+                D.check_cancel_all(self.cancel, f"before the {stage} stage")  # every rank alike under torchrun
                 self._stage = stage
                 self.emit(StageStarted(stage=stage, index=i, total=len(self.stages), overall=self._overall()))
                 t0 = time.perf_counter()
@@ -337,7 +338,7 @@ class Experiment:
         dev = self.device
         ev = evaluate(model, self.eval_loader, device=dev, num_classes=self.data.num_classes,
                       amp=self.cfg.finetune.amp, cancel=self.cancel)
-        check_cancel(self.cancel, f"the {stage} stage")
+        D.check_cancel_all(self.cancel, f"the {stage} stage")
         metrics: dict[str, Any] = {"top1": ev.top1, "top5": ev.top5, "loss": ev.loss, "n": ev.n}
         cost = self._measure_cost_fn or self.measure_cost
         if D.is_main():  # FLOPs, bytes and latency once, on rank 0 (the other ranks wait at the next collective)
@@ -445,10 +446,16 @@ class Experiment:
         if pc.prune_steps > 1:  # validation: only with target_flops
             model, self.prune_report = self._prune_gradually(model)
         elif D.is_main():  # under torchrun: scoring, surgery and the FLOP search on rank 0 only
-            model, report = prune(model, pc, self.calibration_loader(),
-                                  progress=self.generic_progress("prune"), cancel=self.cancel)
-            self.prune_report = report.to_dict()
+            try:
+                model, report = prune(model, pc, self.calibration_loader(),
+                                      progress=self.generic_progress("prune"), cancel=self.cancel)
+            except Cancelled:
+                if not D.active():
+                    raise  # under torchrun the other ranks wait for the structure: all stop together below
+            else:
+                self.prune_report = report.to_dict()
         if D.active():  # every rank gets rank 0's pruned structure and weights before the finetune
+            D.check_cancel_all(self.cancel, "the prune stage")
             model = broadcast_pruned(model.to(self.device))
             self.prune_report = D.broadcast_object(self.prune_report)
         self.model = model.to(self.device).eval()

@@ -36,6 +36,8 @@ import json
 import logging
 import os
 import pickle
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,10 +47,11 @@ import traceback as tb_mod
 from pathlib import Path
 from typing import Any
 
-from ..errors import AccelvitError
+from ..errors import AccelvitError, ConfigError
 from ..experiment import ExperimentConfig, SweepConfig
 from ..paths import home_dir
 from ..utils import CancelToken
+from . import worker
 from .execute import Listener, execute, interrupted_message
 from .owners import Heartbeat, new_owner, release_owner
 from .schema import CANCELLED, FAILED, INTERRUPTED, QUEUED, RUNNING, TERMINAL
@@ -71,7 +74,13 @@ class JobManager:
             busy web server cannot starve it. One child is kept warm (imports done) while
             the queue is idle, so a job starts at once. Cancel reaches the child through the
             store's cancel flag; :meth:`shutdown` marks its run ``interrupted`` at once and
-            sends it SIGTERM (SIGKILL after ``grace_s``).
+            sends it SIGTERM (SIGKILL after ``grace_s``). A run whose config asks for
+            ``processes`` > 1 is launched as ``torchrun --standalone --nproc_per_node N -m
+            accelvit.runs.worker --run-id ID`` instead (not in the standby): rank 0 records it in
+            the store, a cancel stops every rank at the same training step, SIGTERM goes to the
+            torchrun agent (which forwards it to every rank), and a rank that dies fails the run with
+            the group's log. The ``thread`` executor refuses such runs (a thread cannot host a
+            process group).
         prewarm: (process executor) keep one child warm (torch imported) while the queue is
             idle, so the next job starts at once instead of after the imports.
 
@@ -121,6 +130,12 @@ class JobManager:
         """
         cfg = copy.deepcopy(config) if isinstance(config, ExperimentConfig) else ExperimentConfig.from_dict(config)
         cfg.validate()
+        if cfg.processes > 1 and self.executor != "process":
+            raise ConfigError("processes", f"{cfg.processes} processes need a torchrun group, which this job manager "
+                                           f"cannot start: it runs each job in its own thread ({self.executor!r} "
+                                           "executor, as accelvit sweep does), and a thread cannot host a process "
+                                           "group. Set processes to 1, start the run from the dashboard, or run it "
+                                           f"with torchrun --nproc_per_node {cfg.processes} -m accelvit run ...")
         if name:
             cfg.name = name
         with self._cond:
@@ -299,7 +314,7 @@ class JobManager:
                 token.cancel()
         try:
             if self.executor == "process":  # the job process reads the config from the store
-                self._run_in_process(run_id, token)
+                self._run_in_process(run_id, token, _processes(cfg, self.store, run_id))
             else:
                 if cfg is None:
                     run = self.store.get_run(run_id)
@@ -324,9 +339,7 @@ class JobManager:
     def _spawn(self) -> subprocess.Popen:
         """A worker process (imports under way) waiting for its run id on stdin. Called from the
         scheduler thread only: on Linux the child gets SIGTERM when that thread ends."""
-        logs = self.store.home / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        log_path = logs / f"worker-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{next(_SPAWNED)}.log"
+        log_path = self._log_path("worker")
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")]).strip(os.pathsep)
         with open(log_path, "ab") as err:
@@ -337,22 +350,59 @@ class JobManager:
         proc.log_path = log_path  # type: ignore[attr-defined]
         return proc
 
-    def _run_in_process(self, run_id: str, token: CancelToken) -> None:
-        proc, self._standby = self._standby, None
-        if proc is None or proc.poll() is not None:
-            proc = self._spawn()
+    def _log_path(self, kind: str) -> Path:
+        logs = self.store.home / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        return logs / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{next(_SPAWNED)}.log"
+
+    def _options(self) -> str | None:
+        if not self.experiment_options:
+            return None
+        return base64.b64encode(pickle.dumps(self.experiment_options)).decode()
+
+    def _spawn_torchrun(self, run_id: str, processes: int) -> subprocess.Popen | None:
+        """``torchrun --standalone --nproc_per_node N -m accelvit.runs.worker --home DIR --run-id ID`` (None when
+        torchrun is not installed). Each rank joins the group; rank 0 records the run in the store."""
+        cmd = torchrun_command()
+        if cmd is None:
+            return None
+        log_path = self._log_path("torchrun")
+        env = {k: v for k, v in os.environ.items() if k not in _DIST_ENV}  # a fresh group, not the server's
+        env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")]).strip(os.pathsep)
+        options = self._options()
+        if options:  # private to the process tree, like the standby's stdin
+            env[worker.OPTIONS_ENV] = options
+        with open(log_path, "ab") as err:
+            proc = subprocess.Popen(
+                [*cmd, "--standalone", "--nproc_per_node", str(processes), "-m", "accelvit.runs.worker",
+                 "--home", str(self.store.home), "--run-id", run_id, "--parent", str(os.getpid())],
+                stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc.log_path = log_path  # type: ignore[attr-defined]
+        return proc
+
+    def _run_in_process(self, run_id: str, token: CancelToken, processes: int = 1) -> None:
+        if processes > 1:  # a torchrun group; the warm standby waits for the next one-process job
+            proc = self._spawn_torchrun(run_id, processes)
+            if proc is None:
+                self.store.set_status(run_id, FAILED, only_from=(RUNNING, QUEUED), error=(
+                    f"This run asks for {processes} processes, which start through torchrun, but torchrun was not "
+                    f"found next to this Python ({Path(sys.executable).parent}) or on PATH. It comes with PyTorch: "
+                    "install torch in the dashboard's environment, or set processes to 1."))
+                return
+        else:
+            proc, self._standby = self._standby, None
+            if proc is None or proc.poll() is not None:
+                proc = self._spawn()
         try:  # the job process's own log (stderr): where a crash that bypasses the store is told
             self.store.add_artifact(run_id, "worker_log", proc.log_path, kind="log")  # type: ignore[attr-defined]
         except Exception:
             log.exception("could not record the worker log of run %s", run_id)
-        options = None
-        if self.experiment_options:
-            options = base64.b64encode(pickle.dumps(self.experiment_options)).decode()
-        try:
-            proc.stdin.write((json.dumps({"run_id": run_id, "options": options}) + "\n").encode())
-            proc.stdin.close()
-        except OSError:
-            pass  # it died while waiting; reported below from its exit code and log
+        if processes == 1:
+            try:
+                proc.stdin.write((json.dumps({"run_id": run_id, "options": self._options()}) + "\n").encode())
+                proc.stdin.close()
+            except OSError:
+                pass  # it died while waiting; reported below from its exit code and log
         signalled = None
         while True:
             try:
@@ -368,19 +418,52 @@ class JobManager:
                     log.warning("job process of run %s ignored SIGTERM for %.0f s; killing it", run_id, self.grace_s)
                     _signal(proc, signal.SIGKILL)
         status = self.store.status(run_id)
-        if status in (RUNNING, QUEUED):
-            tail = _tail(getattr(proc, "log_path", None))
-            why = f"signal {-rc}" if rc < 0 else f"exit code {rc}"
-            if token.cancelled and token.reason == INTERRUPTED:
+        stopped_here = token.cancelled and token.reason == INTERRUPTED  # this manager stopped it (shutdown)
+        log_path = getattr(proc, "log_path", None)
+        what = f"The job process stopped unexpectedly ({_why(rc)})"
+        group_crash = False
+        if processes > 1 and rc != 0 and not stopped_here:
+            # A rank that dies makes the agent SIGTERM the others: rank 0 then records its run "interrupted" (as if
+            # the server were stopping) or "failed" with the broken connection it saw. torchrun names the rank
+            # that failed first; unless that is rank 0 (whose own error is then the reason), it is a crash.
+            cause = _torchrun_root_cause(_tail(log_path, 400) or "")
+            first = f"Rank {cause[0]}" if cause else "A process"
+            what = (f"{first} of this run's torchrun group ({processes} processes) stopped unexpectedly "
+                    f"({_why(cause[1]) if cause else 'torchrun ' + _why(rc)})")
+            group_crash = status == INTERRUPTED or (status == FAILED and cause is not None and cause[0] != 0)
+        if status in (RUNNING, QUEUED) or group_crash:
+            if stopped_here:
                 self.store.set_status(run_id, INTERRUPTED, error=interrupted_message(), only_from=(RUNNING, QUEUED))
             else:
-                self.store.set_status(run_id, FAILED, only_from=(RUNNING, QUEUED), traceback=tail,
-                                      error=f"The job process stopped unexpectedly ({why}) before the run ended"
-                                            " (out of memory? see the log below).")
+                self.store.set_status(run_id, FAILED, only_from=(RUNNING, QUEUED, INTERRUPTED, FAILED),
+                                      traceback=_tail(log_path),
+                                      error=f"{what} before the run ended (out of memory? see the log below).")
 
 
 _SPAWNED = itertools.count()
 EXECUTORS = ("thread", "process")
+#: What torchrun sets for its workers: a job's torchrun must not inherit a group the server itself is in.
+_DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT",
+             "TORCHELASTIC_RUN_ID")
+
+
+def torchrun_command() -> list[str] | None:
+    """The torchrun launcher of this environment: the ``torchrun`` script next to ``sys.executable`` (the
+    virtualenv's), else the one on PATH; None when there is none."""
+    here = Path(sys.executable).parent / "torchrun"
+    if here.is_file() and os.access(here, os.X_OK):
+        return [str(here)]
+    found = shutil.which("torchrun")
+    return [found] if found else None
+
+
+def _processes(cfg: Any, store: RunStore, run_id: str) -> int:
+    """How many processes run ``run_id`` trains in (its config's ``processes``; 1 when unreadable)."""
+    if cfg is None:
+        run = store.get_run(run_id)
+        cfg = (run or {}).get("config") or {}
+    n = cfg.processes if isinstance(cfg, ExperimentConfig) else (cfg.get("processes") if isinstance(cfg, dict) else 1)
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
 
 
 def _signal(proc: subprocess.Popen, sig: int) -> None:
@@ -401,6 +484,20 @@ def _stop_standby(proc: subprocess.Popen) -> None:
         proc.wait(5)
     except subprocess.TimeoutExpired:
         _signal(proc, signal.SIGKILL)
+
+
+def _why(rc: int) -> str:
+    return f"signal {-rc}" if rc < 0 else f"exit code {rc}"
+
+
+_ROOT_CAUSE = re.compile(r"Root Cause \(first observed failure\):.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", re.S)
+
+
+def _torchrun_root_cause(text: str) -> tuple[int, int] | None:
+    """``(rank, exit code)`` of the first failure torchrun's summary names ("Root Cause (first observed
+    failure)"), or None when its log has none."""
+    m = _ROOT_CAUSE.search(text)
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def _tail(path: Any, n: int = 40) -> str | None:

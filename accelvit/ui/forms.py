@@ -65,8 +65,16 @@ NUMBER_FIELDS = {
     "train.epochs": "Baseline epochs", "train.lr": "Baseline learning rate", "finetune.epochs": "Finetune epochs",
     "finetune.lr": "Finetune learning rate", "prune.iht_interval": "IHT interval",
     "prune.target_flops": "Target dense FLOPs", "prune.prune_steps": "Prune steps",
-    "distill.temperature": "Distillation temperature", "seed": "Seed",
+    "distill.temperature": "Distillation temperature", "seed": "Seed", "processes": "Processes",
 }
+
+#: The Experiment form's help for its Processes field (shown only with several GPUs or CPU cores).
+PROCESSES_HELP = ("Train and finetune this run in N processes together (distributed data parallel, started "
+                  "with torchrun): each process reads its share of the training images, and the batch size "
+                  "above is the global batch, split evenly across the processes (so it must be a multiple of N); "
+                  "the learning-rate schedule is the same as in one process. On GPUs each process uses its own "
+                  "GPU and they talk over NCCL; on the CPU they use gloo (then each process gets a share of the "
+                  "cores). Pruning itself runs once, in the first process. 1 = one process, as usual.")
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 MAX_WEIGHTS_BYTES = 2 * 1024**3
 
@@ -94,6 +102,7 @@ DEFAULTS: dict[str, Any] = {
     "finetune.epochs": FINETUNE_DEFAULTS["epochs"],
     "finetune.lr": FINETUNE_DEFAULTS["lr"],
     "device": "auto",
+    "processes": 1,
     "prune.head_ratio": 0.5,
     "prune.head_criterion": "taylor",
     "prune.mlp_ratio": 0.0,
@@ -195,7 +204,7 @@ def build_config(values: dict[str, Any]) -> Any:
         name=str(v["name"] or "").strip(), data=data, model=str(model_name(v) or ""), train=train,
         finetune=finetune, prune=prune, device=str(v["device"]), seed=int(v["seed"]),
         distill=DistillConfig(alpha=float(v["distill.alpha"]), temperature=float(v["distill.temperature"])),
-        measure_latency=bool(v["measure_latency"]), control=bool(v["control"]))
+        measure_latency=bool(v["measure_latency"]), control=bool(v["control"]), processes=int(v["processes"]))
     if src == "timm":
         cfg.pretrained = v["timm_weights"] == "pretrained"
         cfg.weights_path = {"upload": v["weights_path"],
@@ -457,7 +466,7 @@ def describe_point(point: dict[str, Any]) -> str:
 #: Where a ConfigError field is shown on the page (widget slot); the rest go to ``general``.
 SLOTS = ("name", "data.dataset", "data.root", "data.img_size", "data.batch_size", "data.subset", "model",
          "weights_path", "baseline_checkpoint", "train.epochs", "train.lr", "finetune.epochs", "finetune.lr",
-         "device", "prune.head_ratio", "prune.head_criterion", "prune.mlp_ratio", "prune.mlp_criterion",
+         "device", "processes", "prune.head_ratio", "prune.head_criterion", "prune.mlp_ratio", "prune.mlp_criterion",
          "prune.rank_ratio", "prune.energy", "prune.activation_aware", "prune.sparsity", "prune.iht_interval",
          "prune.iht_ramp_frac", "prune.target_flops", "prune.target_rule", "prune.prune_steps", "distill.alpha",
          "distill.temperature", "seed", "sweep", *(f"sweep.{k}" for k in SWEEP_KEYS))

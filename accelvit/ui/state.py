@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,24 @@ def device_choices() -> list[str]:
     import torch
 
     return ["auto", "cpu", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+
+
+@st.cache_data(show_spinner=False, ttl=3600)
+def process_limit() -> int:
+    """The most processes the Experiment form offers for one run: one per CUDA GPU where this server has
+    several, else one per CPU core it may use (the form shows the field only when this is above 1)."""
+    import torch
+
+    from ..experiment.config import MAX_PROCESSES
+
+    gpus = torch.cuda.device_count()
+    if gpus > 1:
+        return min(gpus, MAX_PROCESSES)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_PROCESSES))
 
 
 def session_token() -> str:
