@@ -121,6 +121,18 @@ def _register_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="validate and list the points, run nothing")
     p.add_argument("--json", action="store_true", help="print the runs as JSON at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("where the trials run")
+    g.add_argument("--backend", choices=("queue", "ray"), default="queue",
+                   help="queue (default): one after the other in this process; ray: one Ray task per trial, "
+                        "in parallel (pip install 'accelvit[ray]'); this process alone writes the run store")
+    g.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="ray: an existing cluster (auto, ray://HOST:10001, HOST:6379); default: start a local one")
+    g.add_argument("--ray-num-cpus", type=int, default=None, metavar="N",
+                   help="ray: cores of the local cluster (default: all)")
+    g.add_argument("--ray-cpus-per-trial", type=float, default=1.0, metavar="N",
+                   help="ray: cores reserved per trial (default 1)")
+    g.add_argument("--ray-gpus-per-trial", type=float, default=0.0, metavar="N",
+                   help="ray: GPUs reserved per trial (default 0; set the config's device to cuda too)")
     p.set_defaults(func=cmd_sweep)
 
 
@@ -348,6 +360,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         for c in configs:
             print(terminal_safe(f"{c.display_name()}  (baseline {c.baseline_key()})"))
         return 0
+    if getattr(args, "backend", "queue") == "ray":
+        return _sweep_on_ray(args, sweep)
     mgr = JobManager(start=False)
     bar = RunProgressBar(not args.no_progress and sys.stderr.isatty())
     mgr.add_listener(lambda rid, ev: bar(ev))
@@ -373,6 +387,47 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     else:
         print(_safe_table(_runs_table(mgr.store, ids)))
     return 0 if all(s == "finished" for s in statuses) else 1
+
+
+def _sweep_on_ray(args: argparse.Namespace, sweep) -> int:
+    """``sweep --backend ray``: the trials as Ray tasks (``accelvit.runs.ray_sweep``); one line per stage
+    change on stderr instead of a bar (trials run at once)."""
+    import threading
+
+    from ..runs import RunStore
+    from ..runs.ray_sweep import require_ray, run_sweep_ray
+
+    if args.ray_cpus_per_trial <= 0 or args.ray_gpus_per_trial < 0:
+        raise ConfigError("--ray-cpus-per-trial", "cores per trial must be > 0 and GPUs per trial >= 0.")
+    require_ray()  # ConfigError (exit 2) before anything is queued
+    store = RunStore()
+    lock = threading.Lock()
+
+    def tell(run_id: str, event: Any) -> None:
+        kind = getattr(event, "kind", "")
+        if args.no_progress or kind not in ("stage_started", "warning"):
+            return
+        text = event.stage if kind == "stage_started" else f"warning: {event.message}"
+        with lock:
+            print(terminal_safe(f"run {run_id}: {text}"), file=sys.stderr)
+
+    def created(ids: list[str]) -> None:
+        where = args.ray_address or "a local Ray cluster"
+        print(f"sweep of {len(ids)} runs on {where} ({store.home})", file=sys.stderr)
+
+    try:
+        ids = run_sweep_ray(sweep, store, address=args.ray_address, num_cpus=args.ray_num_cpus,
+                            cpus_per_trial=args.ray_cpus_per_trial, gpus_per_trial=args.ray_gpus_per_trial,
+                            listeners=[tell], on_created=created)
+    except KeyboardInterrupt:
+        print("sweep interrupted", file=sys.stderr)
+        return 130
+    runs = [store.get_run(r) for r in ids]
+    if args.json:
+        print(_dump(runs))
+    else:
+        print(_safe_table(_runs_table(store, ids)))
+    return 0 if all(r and r["status"] == "finished" for r in runs) else 1
 
 
 def _runs_table(store, ids: list[str] | None = None, status: str | None = None, sweep: str | None = None,

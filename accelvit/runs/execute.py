@@ -125,13 +125,26 @@ class StoreRecorder:
             log.exception("could not poll the cancel flag of run %s", self.run_id)
 
 
+#: ``runner(config, *, on_event, cancel, home, artifact_dir, run_id, **experiment_options)``: what runs
+#: the experiment for :func:`execute`. The default runs it here (:func:`run_here`); the Ray backend's runs
+#: it on a worker and replays the worker's events into ``on_event`` (``accelvit.runs.ray_sweep``).
+Runner = Callable[..., Any]
+
+
+def run_here(config: ExperimentConfig, **kwargs: Any) -> Any:
+    """The default :data:`Runner`: the experiment in the calling thread."""
+    return Experiment(config, **kwargs).run()
+
+
 def execute(store: RunStore, run_id: str, config: Any, *, cancel: CancelToken | None = None,
             listeners: Iterable[Listener] = (), on_event: Callable[[Any], None] | None = None,
-            experiment_options: dict[str, Any] | None = None) -> str:
+            experiment_options: dict[str, Any] | None = None, runner: Runner | None = None) -> str:
     """Run ``config`` as run ``run_id`` in this thread, recording everything; the final status.
 
     ``experiment_options`` go to :class:`~accelvit.experiment.Experiment` as they are (its
-    seams: ``overrides``, ``measure_cost``, ``stages``).
+    seams: ``overrides``, ``measure_cost``, ``stages``). ``runner`` replaces where the experiment
+    runs (:data:`Runner`; default :func:`run_here`): its events reach the same recorder, and what it
+    raises ends the run as an exception of the experiment would.
 
     Never raises for a failing experiment (it is stored as ``failed`` with message and
     traceback); ``KeyboardInterrupt`` marks the run ``cancelled`` and is re-raised.
@@ -153,17 +166,17 @@ def execute(store: RunStore, run_id: str, config: Any, *, cancel: CancelToken | 
                           on_lost=lambda: token.cancel(INTERRUPTED), name=f"accelvit-heartbeat[{run_id}]")
     heartbeat.start()
     try:
-        return _execute(store, run_id, config, token, recorder, experiment_options)
+        return _execute(store, run_id, config, token, recorder, experiment_options, runner or run_here)
     finally:
         heartbeat.stop()
 
 
 def _execute(store: RunStore, run_id: str, config: Any, token: CancelToken, recorder: StoreRecorder,
-             experiment_options: dict[str, Any] | None) -> str:
+             experiment_options: dict[str, Any] | None, runner: Runner) -> str:
     try:
         cfg = config if isinstance(config, ExperimentConfig) else ExperimentConfig.from_dict(config)
-        Experiment(cfg, on_event=recorder, cancel=token, home=store.home,
-                   artifact_dir=store.artifact_dir(run_id), run_id=run_id, **(experiment_options or {})).run()
+        runner(cfg, on_event=recorder, cancel=token, home=store.home, artifact_dir=store.artifact_dir(run_id),
+               run_id=run_id, **(experiment_options or {}))
     except Cancelled as exc:
         recorder.flush()
         if token.reason == INTERRUPTED:
