@@ -19,7 +19,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -27,6 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+from bench.results_md import replace_section
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "RESULTS.md"
@@ -81,10 +81,7 @@ def section(res: dict[str, Any], command: str) -> str:
 
 
 def write_section(text: str) -> None:
-    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"{re.escape(SECTION)}\n.*?(?=\n## |\Z)", re.S)
-    new = pattern.sub(lambda _m: text.rstrip("\n") + "\n", old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
-    RESULTS.write_text(new)
+    replace_section(SECTION, text, RESULTS)
 
 
 def main(argv: list[str] | None = None) -> int:

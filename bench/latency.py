@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import platform
-import re
 import shlex
 import sys
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ import torch.nn as nn
 from accelvit.metrics import compare, count_flops, param_counts
 from accelvit.models import build_model
 from accelvit.prune import PruneConfig, prune
+from bench.results_md import replace_section
 
 log = logging.getLogger("bench.latency")
 
@@ -224,19 +224,8 @@ def render(rows: list[Row], shares: dict[str, Any], info: dict[str, Any], comman
 
 
 def write_section(text: str, path: Path = RESULTS) -> None:
-    """Replace our section of RESULTS.md (from its heading to the next ``## `` heading), keep the rest."""
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    notes = ""
-    m = pattern.search(old)
-    if m:
-        # keep hand-written notes under "### Notes" inside our section
-        n = re.search(r"^### Notes\n.*", m.group(0), re.S | re.M)
-        notes = n.group(0).rstrip() + "\n\n" if n else ""
-        new = old[: m.start()] + text + "\n" + notes + old[m.end():]
-    else:
-        new = old.rstrip() + "\n\n" + text + "\n"
-    path.write_text(new)
+    """Replace our section of RESULTS.md (hand-written notes under "### Notes" in it are kept), keep the rest."""
+    replace_section(SECTION, text, path, keep_notes=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,6 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import shutil
 import socket
 import statistics
@@ -33,6 +32,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from bench.results_md import replace_section
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -183,10 +183,7 @@ def render(s: dict, argv: list[str] | None) -> str:
 
 
 def write_section(text: str) -> None:
-    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(re.escape(SECTION) + r".*?(?=\n## |\Z)", re.S)
-    new = pattern.sub(text.rstrip() + "\n", old) if pattern.search(old) else old.rstrip() + "\n\n" + text
-    RESULTS.write_text(new)
+    replace_section(SECTION, text, RESULTS)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ import argparse
 import datetime as dt
 import json
 import platform
-import re
 import shlex
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from accelvit import serialize
 from accelvit.export import export_folder, onnx_latency
 from accelvit.models import build_model
 from accelvit.prune import PruneConfig, make_iht_hook, prune
+from bench.results_md import replace_section
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "RESULTS.md"
@@ -145,10 +145,7 @@ def section(res: dict[str, Any], command: str) -> str:
 
 
 def write_section(text: str) -> None:
-    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"{re.escape(SECTION)}\n.*?(?=\n## |\Z)", re.S)
-    new = pattern.sub(lambda _m: text.rstrip("\n") + "\n", old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
-    RESULTS.write_text(new)
+    replace_section(SECTION, text, RESULTS)
 
 
 def main(argv: list[str] | None = None) -> int:
