@@ -171,9 +171,10 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: Sequence[int], o
     return out
 
 
-def _finish(path: Path, meta: dict[str, str]) -> None:
+def _finish(path: Path, meta: dict[str, str]) -> dict[str, int]:
     """Drop the exporter's per-node debug records (stack traces and module paths: about two thirds
-    of a small model's file) and write ``meta`` as the model's ``metadata_props``."""
+    of a small model's file) and write ``meta`` as the model's ``metadata_props``. Returns the node count
+    per op type of the graph written (functions inlined by the exporter count as written)."""
     import onnx
 
     proto = onnx.load(str(path))
@@ -189,14 +190,7 @@ def _finish(path: Path, meta: dict[str, str]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     onnx.save(proto, str(tmp))
     tmp.replace(path)
-
-
-def op_counts(path: str | Path) -> dict[str, int]:
-    """Node count per op type of an ONNX file (functions inlined by the exporter count as written)."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    return dict(Counter(n.op_type for n in graph.node))
+    return dict(Counter(n.op_type for n in proto.graph.node))
 
 
 def session(path: str | Path, threads: int | None = None):
@@ -314,7 +308,7 @@ def export_folder(checkpoint: str | Path, out: str | Path | None = None, opset: 
     export_onnx(model, target, input_size, opset=opset, dynamic_batch=dynamic_batch, exporter=exporter)
     seconds = time.perf_counter() - t0
     mean, std = serialize.normalisation(doc)
-    _finish(target, {
+    ops = _finish(target, {
         "producer": "accelvit", "model": spec.name, "input_size": json.dumps(input_size),
         "mean": json.dumps(list(mean) if mean else None), "std": json.dumps(list(std) if std else None),
         "class_names": json.dumps(doc.get("class_names")),
@@ -334,7 +328,7 @@ def export_folder(checkpoint: str | Path, out: str | Path | None = None, opset: 
         path=str(target), file_bytes=target.stat().st_size, opset=opset, exporter=exporter,
         dynamic_batch=dynamic_batch, input_name=INPUT_NAME, output_name=OUTPUT_NAME,
         input_shape=["batch" if dynamic_batch else 2, *input_size], max_abs_diff=diff, tolerance=tolerance,
-        verify_inputs=what, verify_batches=[int(b.shape[0]) for b in batches], ops=op_counts(target),
+        verify_inputs=what, verify_batches=[int(b.shape[0]) for b in batches], ops=ops,
         export_seconds=round(seconds, 3), notes=_notes(model, doc),
         versions={"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__})
     if target.parent == folder:
