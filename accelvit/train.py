@@ -298,11 +298,9 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, config: TrainConfig, *
             correct = torch.zeros((), device=device, dtype=torch.long)
             seen = 0
             for step, (x, y) in enumerate(train_loader, start=1):
-                if net is not model:  # a cancel reaches rank 0 only: every rank stops at the same step (a check
-                    # of rank 0's token alone would stop rank 0 and leave the others waiting in the next collective)
-                    D.check_cancel_all(cancel, f"training epoch {epoch}, step {step}")
-                else:
-                    check_cancel(cancel, f"training epoch {epoch}, step {step}")
+                # under torchrun a cancel reaches rank 0 only: every rank stops at the same step (a check of rank
+                # 0's token alone would leave the others waiting in the next collective); alone, a plain check
+                D.check_cancel_all(cancel, f"training epoch {epoch}, step {step}")
                 x = x.to(device, non_blocking=True)
                 y = y.to(device, non_blocking=True)
                 with _autocast(device, config.amp):
