@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from .. import distributed, serialize
-from ..card import write_card
+from ..layout import TRAIN_METRICS_FILE
 from ..data import load_data
 from ..models import build_model, model_spec
 from ..train import TrainConfig, check_finite, evaluate, fit
@@ -64,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
                "train_images_per_s": result.images_per_s, "history": result.history,
                "model": args.model, "dataset": args.dataset, "split": data.split}
     with output_folder(out, args.overwrite) as tmp:  # complete, then renamed into place
+        serialize.atomic_write_json(tmp / TRAIN_METRICS_FILE, metrics)  # first: save's model card reads it
         serialize.save(model, tmp, class_names=data.class_names, meta=meta)
-        serialize.atomic_write_json(tmp / "metrics.json", metrics)
-        write_card(tmp)  # the model card again, now with the test metrics
     print(json.dumps({k: metrics[k] for k in ("top1", "top5", "loss", "epochs", "train_seconds")}))
     return 0
