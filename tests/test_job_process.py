@@ -24,7 +24,8 @@ from accelvit.prune import PruneConfig
 from accelvit.runs import CANCELLED, FAILED, FINISHED, INTERRUPTED, RUNNING, JobManager, RunStore
 from accelvit.train import TrainConfig
 
-TIMEOUT = 240
+from _job_support import TIMEOUT, wait_stage, worker_pids  # tests/_job_support.py (pytest puts tests/ on sys.path)
+
 
 
 def tiny(train_epochs: int = 1) -> ExperimentConfig:
@@ -32,30 +33,6 @@ def tiny(train_epochs: int = 1) -> ExperimentConfig:
         model="swin_pico", data=DataConfig(dataset="digits", img_size=16, batch_size=32, subset=64, eval_subset=32),
         train=TrainConfig(epochs=train_epochs), finetune=TrainConfig(epochs=1, lr=5e-4),
         prune=PruneConfig(head_ratio=0.5, head_criterion="l1"), device="cpu", measure_latency=False)
-
-
-def _wait_stage(store: RunStore, rid: str, stage: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while store.get_run(rid)["stage"] != stage:
-        assert store.status(rid) == RUNNING or store.get_run(rid)["stage"] is None, store.get_run(rid)["error"]
-        assert time.monotonic() < deadline, f"run {rid} never reached the {stage} stage"
-        time.sleep(0.1)
-
-
-def _worker_pids(home: Path) -> list[int]:
-    """Pids of live job processes of the store ``home`` (read from /proc; no pgrep needed)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmd = (proc / "cmdline").read_bytes().split(b"\0")
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if b"accelvit.runs.worker" in cmd and str(home).encode() in cmd and state != "Z":
-            pids.append(int(proc.name))
-    return pids
 
 
 @pytest.fixture
@@ -67,8 +44,8 @@ def manager(tmp_path):
 
 def test_a_job_runs_in_a_child_process_and_finishes(manager):
     rid = manager.submit(tiny())
-    _wait_stage(manager.store, rid, "baseline")
-    pids = _worker_pids(manager.store.home)
+    wait_stage(manager.store, rid, "baseline")
+    pids = worker_pids(manager.store.home)
     assert pids and os.getpid() not in pids  # the training is not in this process
     assert manager.wait(rid, TIMEOUT) == FINISHED
     run = manager.get_run(rid)
@@ -78,7 +55,7 @@ def test_a_job_runs_in_a_child_process_and_finishes(manager):
 
 def test_cancel_reaches_the_child_process(manager):
     rid = manager.submit(tiny(train_epochs=200))
-    _wait_stage(manager.store, rid, "baseline")
+    wait_stage(manager.store, rid, "baseline")
     assert manager.cancel(rid) == RUNNING
     assert manager.wait(rid, 60) == CANCELLED
     assert "Cancelled by the user during the baseline stage" in manager.get_run(rid)["error"]
@@ -86,8 +63,8 @@ def test_cancel_reaches_the_child_process(manager):
 
 def test_a_crashed_child_process_fails_the_run_with_its_exit(manager):
     rid = manager.submit(tiny(train_epochs=200))
-    _wait_stage(manager.store, rid, "baseline")
-    (pid,) = _worker_pids(manager.store.home)
+    wait_stage(manager.store, rid, "baseline")
+    (pid,) = worker_pids(manager.store.home)
     os.kill(pid, signal.SIGKILL)  # what the OOM killer does
     assert manager.wait(rid, 60) == FAILED
     err = manager.get_run(rid)["error"]
@@ -119,7 +96,7 @@ def test_sigterm_mid_job_leaves_the_run_interrupted_at_once(tmp_path):
         rid = proc.stdout.readline().strip()
         assert rid, proc.stderr.read()
         store = RunStore(home)
-        assert store.status(rid) == RUNNING and _worker_pids(home)
+        assert store.status(rid) == RUNNING and worker_pids(home)
         proc.send_signal(signal.SIGTERM)
         t0 = time.monotonic()
         while store.status(rid) == RUNNING and time.monotonic() - t0 < 5:
@@ -135,9 +112,9 @@ def test_sigterm_mid_job_leaves_the_run_interrupted_at_once(tmp_path):
     assert "Traceback" not in err and "terminate called" not in err, err
     assert proc.returncode == 128 + signal.SIGTERM
     deadline = time.monotonic() + 15
-    while _worker_pids(home) and time.monotonic() < deadline:
+    while worker_pids(home) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not _worker_pids(home), "the job process outlived the server"
+    assert not worker_pids(home), "the job process outlived the server"
     assert store.status(rid) == INTERRUPTED  # the child's own exit did not overwrite it
 
 

@@ -23,7 +23,8 @@ from accelvit.runs import CANCELLED, FAILED, FINISHED, RUNNING, JobManager, RunS
 from accelvit.runs import jobs as jobs_mod
 from accelvit.train import TrainConfig
 
-TIMEOUT = 240
+from _job_support import TIMEOUT, wait_stage, worker_pids  # tests/_job_support.py (pytest puts tests/ on sys.path)
+
 DIGEST = re.compile(r"rank (\d) of 2: final weights sha256 ([0-9a-f]{64})")
 
 pytestmark = pytest.mark.skipif(jobs_mod.torchrun_command() is None, reason="torchrun is not installed")
@@ -37,14 +38,6 @@ def tiny(finetune_epochs: int = 1) -> ExperimentConfig:
         measure_latency=False, processes=2)
 
 
-def _wait_stage(store: RunStore, rid: str, stage: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while store.get_run(rid)["stage"] != stage:
-        assert store.status(rid) == RUNNING or store.get_run(rid)["stage"] is None, store.get_run(rid)["error"]
-        assert time.monotonic() < deadline, f"run {rid} never reached the {stage} stage"
-        time.sleep(0.05)
-
-
 def _wait_idle(manager: JobManager, timeout: float = 45) -> None:
     deadline = time.monotonic() + timeout
     while manager.current is not None:
@@ -54,22 +47,6 @@ def _wait_idle(manager: JobManager, timeout: float = 45) -> None:
 
 def _log(store: RunStore, rid: str) -> str:
     return Path(store.get_run(rid)["artifacts"]["worker_log"]).read_text(errors="replace")
-
-
-def _rank_pids(home: Path, rank: int) -> list[int]:
-    """Live worker processes of ``home`` started by torchrun with RANK=``rank`` (from /proc)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmd = (proc / "cmdline").read_bytes().split(b"\0")
-            env = (proc / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"accelvit.runs.worker" in cmd and str(home).encode() in cmd and f"RANK={rank}".encode() in env:
-            pids.append(int(proc.name))
-    return pids
 
 
 @pytest.fixture
@@ -96,7 +73,7 @@ def test_a_two_process_job_runs_through_torchrun_to_one_record(manager):
 
 def test_cancel_during_the_finetune_stops_both_ranks_at_the_same_step(manager):
     rid = manager.submit(tiny(finetune_epochs=500))
-    _wait_stage(manager.store, rid, "finetune")
+    wait_stage(manager.store, rid, "finetune")
     time.sleep(0.5)  # a few steps into it
     assert manager.cancel(rid) == RUNNING
     assert manager.wait(rid, 60) == CANCELLED
@@ -109,13 +86,13 @@ def test_cancel_during_the_finetune_stops_both_ranks_at_the_same_step(manager):
     assert r0 and r1, text[-3000:]
     assert r0.group(1) == r1.group(1), (r0.group(1), r1.group(1))  # the same point on both ranks
     assert "rank 0 of 2: run" in text and "ended cancelled" in text
-    assert not _rank_pids(manager.store.home, 0) and not _rank_pids(manager.store.home, 1)
+    assert not worker_pids(manager.store.home, rank=0) and not worker_pids(manager.store.home, rank=1)
 
 
 def test_a_rank_that_dies_fails_the_run_with_the_group_log(manager):
     rid = manager.submit(tiny(finetune_epochs=500))
-    _wait_stage(manager.store, rid, "finetune")
-    (pid,) = _rank_pids(manager.store.home, 1)
+    wait_stage(manager.store, rid, "finetune")
+    (pid,) = worker_pids(manager.store.home, rank=1)
     os.kill(pid, signal.SIGKILL)  # what the OOM killer does to one rank
     assert manager.wait(rid, 90) == FAILED  # rank 0 saw the broken connection
     _wait_idle(manager)  # then the manager read torchrun's summary: which rank failed first
